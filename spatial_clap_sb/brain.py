@@ -1,0 +1,212 @@
+"""SpatialCLAPBrain: SpeechBrain training of the Spatial-CLAP towers.
+
+Modules expected in ``modules``: ``audio_encoder``
+(:class:`~spatial_clap_sb.models.spatial_clap.SpatialAudioEncoder`), ``text_tower``
+(:class:`~spatial_clap_sb.models.spatial_clap.TextTower`) and ``temperature``
+(:class:`~spatial_clap_sb.models.spatial_clap.LearnableTemperature`).
+
+Objective per batch::
+
+    clap_loss(audio, caption)                           InfoNCE, negatives from all ranks
+    + scl_weight * scl_loss(audio, caption, permuted)    SCL hard negatives
+    + direction_weight * prompt loss(audio, zone prompts) one-source scenes only
+
+The last term names directions on their own ("a sound on the left"), the training signal
+that zero-shot direction classification needs; with ``direction_weight: 0`` it is off.
+
+Hyperparameters read from ``hparams``: ``zones``, ``scl_weight``, ``direction_weight``,
+``lr_schedule`` (and ``pretrained_lr_schedule``) called per optimizer step,
+``opt_class`` and ``pretrained_opt_class``, ``sync_batchnorm``, ``train_logger``,
+``epoch_counter``, ``checkpointer``.
+"""
+import logging
+import random
+
+import speechbrain as sb
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from spatial_clap_sb.data.captions import DIRECTION_TEMPLATES, direction_prompts
+from spatial_clap_sb.evaluation import SceneEmbeddings, scene_metrics
+from spatial_clap_sb.losses import (
+    check_finite,
+    clap_loss,
+    prompt_classification_loss,
+    scl_loss,
+)
+
+logger = logging.getLogger(__name__)
+
+# The validation score that picks the best checkpoint: spatial binding, absolute
+# direction and retrieval count equally.
+VALID_SCORE_KEYS = ("t2a_R@1", "assignment_acc", "direction_acc")
+
+
+class SpatialCLAPBrain(sb.Brain):
+    """Trains and evaluates Spatial-CLAP (see the module docstring for the objective)."""
+
+    def compute_forward(self, batch, stage):
+        """Embeds the batch's stereo audio and captions."""
+        batch = batch.to(self.device)
+        wavs, lengths = batch.sig
+        audio = self.modules.audio_encoder(wavs, lengths)
+        if stage != sb.Stage.TRAIN:
+            return {"audio": audio}
+        return {"audio": audio, "text": self.modules.text_tower(batch.caption)}
+
+    def compute_objectives(self, predictions, batch, stage):
+        """Training loss; in validation and test, collects embeddings for the metrics."""
+        if stage != sb.Stage.TRAIN:
+            self.scenes.append(batch, predictions["audio"])
+            return torch.zeros((), device=self.device)
+        audio, text = predictions["audio"], predictions["text"]
+        scale = self.modules.temperature()
+        loss_clap = clap_loss(audio, text, scale)
+        negatives, mask = self._negative_embeddings(batch.permuted, audio)
+        loss_scl = scl_loss(audio, text, negatives, mask, scale)
+        loss = loss_clap + self.hparams.scl_weight * loss_scl
+        if self.hparams.direction_weight > 0:
+            template = random.choice(DIRECTION_TEMPLATES)
+            prompts = self.modules.text_tower(direction_prompts(self.hparams.zones,
+                                                                template))
+            loss_dir = prompt_classification_loss(audio, prompts,
+                                                  batch.zone_index.data, scale)
+            loss = loss + self.hparams.direction_weight * loss_dir
+        self.loss_parts.append([loss_clap.item(), loss_scl.item()])
+        return check_finite(loss, context=list(batch.id))
+
+    def _negative_embeddings(self, permuted, audio):
+        """Encodes each scene's permuted captions into ``[B, P, D]`` plus a mask."""
+        counts = [len(p) for p in permuted]
+        n_max = max(counts) if counts else 0
+        batch_size, dim = audio.shape
+        negatives = audio.new_zeros(batch_size, max(n_max, 1), dim)
+        mask = torch.zeros(batch_size, max(n_max, 1), dtype=torch.bool,
+                           device=audio.device)
+        if n_max == 0:
+            return negatives, mask
+        encoded = self.modules.text_tower([c for p in permuted for c in p])
+        start = 0
+        for row, count in enumerate(counts):
+            negatives[row, :count] = encoded[start:start + count]
+            mask[row, :count] = True
+            start += count
+        return negatives, mask
+
+    def encode_text(self, captions):
+        """Unit-norm text embeddings (used by the metrics)."""
+        return self.modules.text_tower(list(captions))
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the per-stage accumulators."""
+        self.scenes = SceneEmbeddings()
+        self.loss_parts = []
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs, computes validation metrics and keeps the best checkpoints."""
+        if stage == sb.Stage.TRAIN:
+            parts = torch.tensor(self.loss_parts or [[float("nan")] * 2]).mean(0)
+            self.train_stats = {"loss": stage_loss, "clap_loss": parts[0].item(),
+                                "scl_loss": parts[1].item(),
+                                "logit_scale": self.modules.temperature().item()}
+            return
+        self.modules.eval()
+        metrics = scene_metrics(self.scenes, self.encode_text, self.hparams.zones)
+        if stage == sb.Stage.VALID:
+            present = [metrics[k] for k in VALID_SCORE_KEYS if k in metrics]
+            metrics["valid_score"] = sum(present) / len(present)
+            loggable = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]},
+                train_stats=getattr(self, "train_stats", None), valid_stats=loggable)
+            self.checkpointer.save_and_keep_only(
+                meta={"valid_score": metrics["valid_score"]},
+                max_keys=["valid_score"], num_to_keep=1)
+        self.last_metrics = metrics
+
+    def init_optimizers(self):
+        """New layers at ``lr``; pretrained layers (if trainable) at their own low rate.
+
+        Two optimizers rather than two parameter groups, because SpeechBrain clips the
+        gradient norm of each optimizer's first group only.
+        """
+        pretrained = set()
+        for name in ("audio_encoder", "text_tower"):
+            module = self._unwrapped(name)
+            pretrained.update(id(p) for p in module.pretrained_parameters())
+        new_params = [p for p in self.modules.parameters()
+                      if p.requires_grad and id(p) not in pretrained]
+        pretrained_params = [p for p in self.modules.parameters()
+                             if p.requires_grad and id(p) in pretrained]
+        self.optimizer = self.opt_class(new_params)
+        self.optimizers_dict = {"optimizer": self.optimizer}
+        self.schedules = {"optimizer": self.hparams.lr_schedule}
+        if pretrained_params:
+            self.optimizers_dict["pretrained_optimizer"] = \
+                self.hparams.pretrained_opt_class(pretrained_params)
+            self.schedules["pretrained_optimizer"] = self.hparams.pretrained_lr_schedule
+        if self.checkpointer is not None:
+            for name, optimizer in self.optimizers_dict.items():
+                self.checkpointer.add_recoverable(name, optimizer)
+
+    def _unwrapped(self, name):
+        module = self.modules[name]
+        return module.module if isinstance(module, DistributedDataParallel) else module
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """Records the number of training steps per epoch (for the LR schedule)."""
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+        if stage == sb.Stage.TRAIN:
+            self.steps_per_epoch = len(loader)
+        return loader
+
+    def on_fit_start(self):
+        """Sizes the LR schedules to the whole run, then the usual set-up."""
+        total = getattr(self, "steps_per_epoch", 0) * self.hparams.epoch_counter.limit
+        for schedule in (self.hparams.lr_schedule,
+                         getattr(self.hparams, "pretrained_lr_schedule", None)):
+            if schedule is not None and total:
+                schedule.total_steps = total
+                schedule.cooldown = int(total * self.hparams.cooldown_fraction)
+        super().on_fit_start()
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Steps every learning-rate schedule after an optimizer step."""
+        if should_step:
+            for name, optimizer in self.optimizers_dict.items():
+                self.schedules[name](optimizer, self.optimizer_step)
+
+    def _wrap_distributed(self):
+        """DDP wrapping with the SyncBatchNorm conversion made optional.
+
+        SpeechBrain always converts BatchNorm to SyncBatchNorm under DDP, which refuses
+        CPU tensors; with ``sync_batchnorm: False`` (the CPU default) each rank keeps its
+        own batch statistics, so gloo DDP on CPU works.
+        """
+        if not self.distributed_launch or getattr(self.hparams, "sync_batchnorm", True):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                device_ids = None if self.device == "cpu" else [self.device]
+                self.modules[name] = DistributedDataParallel(
+                    module, device_ids=device_ids,
+                    find_unused_parameters=self.find_unused_parameters)
+
+    def embed_dataset(self, dataset, loader_kwargs=None):
+        """Audio embeddings of a whole dataset, in order.
+
+        Returns
+        -------
+        SceneEmbeddings
+        """
+        loader_kwargs = {k: v for k, v in (loader_kwargs or {}).items()
+                         if k != "ckpt_prefix"}
+        loader = self.make_dataloader(dataset, sb.Stage.TEST, ckpt_prefix=None,
+                                      **loader_kwargs)
+        self.on_stage_start(sb.Stage.TEST)
+        self.modules.eval()
+        with torch.no_grad():
+            for batch in loader:
+                self.scenes.append(batch, self.compute_forward(batch, sb.Stage.TEST)["audio"])
+        return self.scenes
+

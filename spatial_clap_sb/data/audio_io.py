@@ -1,0 +1,327 @@
+"""Audio reading and writing with errors that name the offending file.
+
+Every audio file the package touches (source clips, simulated scenes, a user's stereo
+recordings at inference) goes through these functions, so a bad file fails in one
+place with a message that says which file, what is wrong with it and, where the caller
+knows it, which row of which CSV it came from.
+
+Arrays are ``float32`` with time first: ``[time]`` for mono, ``[time, channels]``
+otherwise (the layout soundfile uses and SpeechBrain's ``PaddedBatch`` expects).
+"""
+
+import math
+import os
+import uuid
+import warnings
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+__all__ = [
+    "AudioReadError",
+    "ChannelCountError",
+    "read_audio",
+    "load_mono",
+    "load_stereo",
+    "write_audio",
+]
+
+
+class AudioReadError(ValueError):
+    """An audio file exists but cannot be used: unreadable, corrupt, empty or not finite."""
+
+
+class ChannelCountError(ValueError):
+    """An audio file has a channel count the caller cannot use."""
+
+
+def _with_context(message, context):
+    """Appends `` (context)`` to an error message when a context is given."""
+    return f"{message} ({context})" if context else message
+
+
+def _check_sample_rate(sample_rate):
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise TypeError(f"sample_rate must be an int, got {sample_rate!r}")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    return int(sample_rate)
+
+
+def resample(data, orig_sr, target_sr):
+    """Resamples audio along its first (time) axis with a polyphase filter.
+
+    Deterministic (no randomness, no threading-dependent reductions). The output has
+    ``ceil(len * target_sr / orig_sr)`` samples.
+
+    Arguments
+    ---------
+    data : np.ndarray
+        Audio, ``[time]`` or ``[time, channels]``.
+    orig_sr : int
+        Sample rate of ``data``.
+    target_sr : int
+        Wanted sample rate.
+
+    Returns
+    -------
+    np.ndarray
+        ``float32`` audio at ``target_sr``, same number of dimensions as ``data``.
+
+    Example
+    -------
+    >>> resample(np.zeros(8000, dtype=np.float32), 8000, 16000).shape
+    (16000,)
+    """
+    orig_sr = _check_sample_rate(orig_sr)
+    target_sr = _check_sample_rate(target_sr)
+    data = np.asarray(data, dtype=np.float32)
+    if orig_sr == target_sr:
+        return data
+    g = math.gcd(orig_sr, target_sr)
+    out = resample_poly(data, target_sr // g, orig_sr // g, axis=0)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def read_audio(path, sample_rate, context=""):
+    """Reads an audio file and resamples it to ``sample_rate``.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        Audio file (any format soundfile reads: wav, flac, ogg, ...).
+    sample_rate : int
+        Sample rate of the returned array.
+    context : str
+        Where the file came from (e.g. ``"row 7 of clips.csv"``); appended to every
+        error message.
+
+    Returns
+    -------
+    data : np.ndarray
+        ``float32`` audio, ``[time, channels]`` (always 2-D), at ``sample_rate``.
+    original_sr : int
+        The file's own sample rate.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    AudioReadError
+        If the file is not a readable audio file, holds no samples, or holds no finite
+        sample. Non-finite samples in an otherwise finite file are set to zero with a
+        warning.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> tmp = os.path.join(tempfile.mkdtemp(), "a.wav")
+    >>> write_audio(tmp, np.zeros(8000, dtype=np.float32), 8000)
+    >>> data, sr = read_audio(tmp, 16000)
+    >>> data.shape, sr
+    ((16000, 1), 8000)
+    """
+    sample_rate = _check_sample_rate(sample_rate)
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        what = "is a folder, not an audio file" if os.path.isdir(path) else "not found"
+        raise FileNotFoundError(_with_context(f"Audio file {what}: {path}", context))
+    try:
+        data, original_sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises several types (LibsndfileError, TypeError)
+        raise AudioReadError(
+            _with_context(
+                f"{path} is not a readable audio file (soundfile: {err})", context
+            )
+        ) from err
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise AudioReadError(
+            _with_context(f"Audio file {path} is empty (it holds no samples)", context)
+        )
+    finite = np.isfinite(data)
+    if not finite.all():
+        if not finite.any():
+            raise AudioReadError(
+                _with_context(
+                    f"Audio file {path} holds no finite sample (all NaN or inf)", context
+                )
+            )
+        n_bad = int(data.size - finite.sum())
+        warnings.warn(
+            _with_context(
+                f"Audio file {path}: {n_bad} non-finite samples (NaN/inf) set to zero",
+                context,
+            ),
+            stacklevel=2,
+        )
+        data = np.where(finite, data, np.float32(0.0))
+    data = resample(data, original_sr, sample_rate)
+    return np.ascontiguousarray(data, dtype=np.float32), int(original_sr)
+
+
+def load_mono(path, sample_rate, context=""):
+    """Loads an audio file as mono, downmixing (channel mean) multichannel files.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        Audio file.
+    sample_rate : int
+        Sample rate of the returned array.
+    context : str
+        Where the file came from (e.g. ``"row 7 of clips.csv"``); appended to every
+        error and warning message.
+
+    Returns
+    -------
+    np.ndarray
+        ``float32`` mono audio ``[time]`` at ``sample_rate``.
+
+    Raises
+    ------
+    FileNotFoundError, AudioReadError
+        See :func:`read_audio`.
+
+    Warns
+    -----
+    UserWarning
+        When a multichannel file is downmixed (names the file and its channel count).
+    """
+    data, _ = read_audio(path, sample_rate, context=context)
+    if data.shape[1] > 1:
+        warnings.warn(
+            _with_context(
+                f"Audio file {os.fspath(path)} has {data.shape[1]} channels; "
+                "downmixing to mono (mean over channels)",
+                context,
+            ),
+            stacklevel=2,
+        )
+        return np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
+    return np.ascontiguousarray(data[:, 0])
+
+
+def load_stereo(path, sample_rate, allow_mono=False, context=""):
+    """Loads a two-channel audio file (channel 0 = left, channel 1 = right).
+
+    Stereo is never silently flattened or invented: a file with another channel count
+    is an error, except that ``allow_mono=True`` lets a mono file through (duplicated
+    into both channels, with a warning, since its direction is then meaningless).
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        Audio file.
+    sample_rate : int
+        Sample rate of the returned array.
+    allow_mono : bool
+        Duplicate a mono file into two identical channels instead of raising.
+    context : str
+        Where the file came from; appended to every error and warning message.
+
+    Returns
+    -------
+    np.ndarray
+        ``float32`` audio ``[time, 2]`` at ``sample_rate``.
+
+    Raises
+    ------
+    FileNotFoundError, AudioReadError
+        See :func:`read_audio`.
+    ChannelCountError
+        If the file does not have two channels (one is allowed with ``allow_mono``).
+    """
+    data, _ = read_audio(path, sample_rate, context=context)
+    n_channels = data.shape[1]
+    path = os.fspath(path)
+    if n_channels == 2:
+        return data
+    if n_channels == 1 and allow_mono:
+        warnings.warn(
+            _with_context(
+                f"Audio file {path} is mono; duplicating it into both channels. "
+                "Both channels are identical, so any direction read from it is "
+                "meaningless",
+                context,
+            ),
+            stacklevel=2,
+        )
+        return np.ascontiguousarray(np.repeat(data, 2, axis=1))
+    hint = (
+        " (pass allow_mono=True to duplicate a mono file, losing direction)"
+        if n_channels == 1
+        else ""
+    )
+    raise ChannelCountError(
+        _with_context(
+            f"Audio file {path} has {n_channels} channel(s), but the model needs two "
+            f"channels (stereo: channel 0 = left, channel 1 = right){hint}",
+            context,
+        )
+    )
+
+
+def write_audio(path, data, sample_rate):
+    """Writes audio as a 16-bit PCM wav file, atomically.
+
+    The data go to a temporary file in the destination folder, which then replaces
+    ``path`` in one step, so a crash or a concurrent reader never sees half a file.
+    Missing parent folders are created. Samples outside [-1, 1] are clipped with a
+    warning.
+
+    Arguments
+    ---------
+    path : str or os.PathLike
+        Destination ``.wav`` file.
+    data : np.ndarray or torch.Tensor
+        Audio, ``[time]`` or ``[time, channels]``.
+    sample_rate : int
+        Sample rate written in the header.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is not 1-D or 2-D, or holds non-finite samples.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> tmp = os.path.join(tempfile.mkdtemp(), "sub", "b.wav")
+    >>> write_audio(tmp, np.zeros((100, 2), dtype=np.float32), 16000)
+    >>> sf.info(tmp).channels
+    2
+    """
+    sample_rate = _check_sample_rate(sample_rate)
+    path = os.fspath(path)
+    if hasattr(data, "detach"):  # torch tensor
+        data = data.detach().cpu().numpy()
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim not in (1, 2):
+        raise ValueError(
+            f"Cannot write {path}: audio must be [time] or [time, channels], "
+            f"got shape {data.shape}"
+        )
+    if not np.isfinite(data).all():
+        raise ValueError(f"Cannot write {path}: audio holds non-finite samples")
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    if peak > 1.0:
+        warnings.warn(
+            f"Writing {path}: peak {peak:.3f} exceeds 1.0; samples are clipped",
+            stacklevel=2,
+        )
+        data = np.clip(data, -1.0, 1.0)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    # A unique hidden name in the same folder (so os.replace stays on one file
+    # system); created by soundfile, so it gets the usual umask permissions.
+    tmp = os.path.join(
+        folder, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    )
+    try:
+        sf.write(tmp, data, sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

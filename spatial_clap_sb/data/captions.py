@@ -1,0 +1,277 @@
+"""Zone vocabulary and spatial captions.
+
+A stereo pair only hears the frontal half-plane, so a direction is an azimuth from -90
+(left) to +90 (right). The half-plane is divided into named *zones*; the vocabulary is
+data (a list of dicts in a YAML file, say), not code, so a user can choose three zones or
+nine. Scene captions are composed from the sources' own captions and zones with a
+deterministic rule: sources are mentioned from left to right.
+
+Example
+-------
+>>> zones = ZoneVocabulary.default()
+>>> zones.names
+['left', 'front-left', 'front', 'front-right', 'right']
+>>> sources = [{"caption": "a car passes", "zone": "right"},
+...            {"caption": "a dog barks", "zone": "left"}]
+>>> compose_caption(sources)
+'a dog barks on the left and a car passes on the right'
+>>> permuted_captions(sources)
+['a car passes on the left and a dog barks on the right']
+"""
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A named azimuth interval of the frontal half-plane.
+
+    Arguments
+    ---------
+    name : str
+        Short identifier, e.g. ``"front-left"``.
+    low, high : float
+        Azimuth interval in degrees (-90 left, +90 right), ``low < high``.
+    phrase : str
+        How a caption says it, e.g. ``"on the front left"``.
+    """
+
+    name: str
+    low: float
+    high: float
+    phrase: str
+
+    @property
+    def centre(self):
+        """Azimuth in the middle of the zone (degrees)."""
+        return 0.5 * (self.low + self.high)
+
+
+_DEFAULT_ZONES = (
+    ("left", "on the left"),
+    ("front-left", "on the front left"),
+    ("front", "in front"),
+    ("front-right", "on the front right"),
+    ("right", "on the right"),
+)
+
+# Direction-only captions: the training signal that names a direction on its own,
+# and the prompts of zero-shot direction classification (first template).
+DIRECTION_TEMPLATES = (
+    "a sound {phrase}",
+    "something is heard {phrase}",
+    "a sound source {phrase}",
+)
+
+
+class ZoneVocabulary:
+    """An ordered list of zones tiling the frontal half-plane.
+
+    Arguments
+    ---------
+    zones : list of Zone or dict
+        Zones from left to right; dicts need ``name``, ``low``, ``high`` and ``phrase``.
+
+    Example
+    -------
+    >>> zones = ZoneVocabulary([
+    ...     {"name": "left", "low": -90, "high": -30, "phrase": "on the left"},
+    ...     {"name": "centre", "low": -30, "high": 30, "phrase": "in the centre"},
+    ...     {"name": "right", "low": 30, "high": 90, "phrase": "on the right"}])
+    >>> zones.zone_of(-45.0).name
+    'left'
+    """
+
+    def __init__(self, zones):
+        self.zones = [z if isinstance(z, Zone) else Zone(**z) for z in zones]
+        if not self.zones:
+            raise ValueError("A zone vocabulary needs at least one zone.")
+        names = [z.name for z in self.zones]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Zone names must be unique, got {names}.")
+        for left, right in zip(self.zones, self.zones[1:]):
+            if left.high > right.low + 1e-9:
+                raise ValueError(
+                    f"Zones must be ordered left to right without overlap: "
+                    f"{left.name} ends at {left.high}, {right.name} starts at {right.low}."
+                )
+        for zone in self.zones:
+            if not -90 <= zone.low < zone.high <= 90:
+                raise ValueError(
+                    f"Zone {zone.name} [{zone.low}, {zone.high}] must lie inside "
+                    "the frontal half-plane [-90, 90] with low < high."
+                )
+        self._index = {z.name: i for i, z in enumerate(self.zones)}
+
+    @classmethod
+    def default(cls):
+        """The default five equal zones: left, front-left, front, front-right, right."""
+        return cls.uniform([name for name, _ in _DEFAULT_ZONES],
+                           [phrase for _, phrase in _DEFAULT_ZONES])
+
+    @classmethod
+    def uniform(cls, names, phrases):
+        """Zones of equal width across [-90, 90], named from left to right.
+
+        Arguments
+        ---------
+        names : list of str
+            Zone names, left to right.
+        phrases : list of str
+            Caption phrases, e.g. ``"on the left"``.
+
+        Returns
+        -------
+        ZoneVocabulary
+        """
+        edges = np.linspace(-90.0, 90.0, len(names) + 1)
+        return cls([
+            Zone(name, float(lo), float(hi), phrase)
+            for name, phrase, lo, hi in zip(names, phrases, edges[:-1], edges[1:])
+        ])
+
+    @classmethod
+    def from_config(cls, config):
+        """Builds a vocabulary from ``None`` (default), a vocabulary, or a list of dicts."""
+        if config is None:
+            return cls.default()
+        if isinstance(config, ZoneVocabulary):
+            return config
+        return cls(config)
+
+    def to_config(self):
+        """Returns the list of dicts that rebuilds this vocabulary."""
+        return [dict(name=z.name, low=z.low, high=z.high, phrase=z.phrase)
+                for z in self.zones]
+
+    @property
+    def names(self):
+        """Zone names, left to right."""
+        return [z.name for z in self.zones]
+
+    def __len__(self):
+        return len(self.zones)
+
+    def __getitem__(self, name):
+        return self.zones[self.index(name)]
+
+    def index(self, name):
+        """Position of a zone (0 = leftmost)."""
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(f"Unknown zone {name!r}; known zones: {self.names}") from None
+
+    def zone_of(self, azimuth):
+        """The zone that contains an azimuth in degrees."""
+        for zone in self.zones:
+            if zone.low <= azimuth <= zone.high:
+                return zone
+        raise ValueError(f"Azimuth {azimuth} lies in no zone of {self.names}.")
+
+
+# Sentence forms of a scene caption: how one source is said, and how the sources are
+# joined (the last separator between the last two). Phrasing 0 is the fixed default.
+SCENE_PHRASINGS = (
+    ("{caption} {zone}", ", ", " and "),
+    ("{caption} {zone}", ", ", " while "),
+    ("{zone}, {caption}", "; ", "; "),
+)
+N_PHRASINGS = len(SCENE_PHRASINGS)
+
+
+def compose_caption(sources, phrasing=0, zones=None):
+    """Composes a scene caption from its sources, mentioned from left to right.
+
+    Arguments
+    ---------
+    sources : list of dict
+        Each with ``caption`` (e.g. ``"a dog barks"``) and ``zone`` (a zone name), as the
+        sources stand in a manifest entry.
+    phrasing : int
+        Which of the ``N_PHRASINGS`` sentence forms to use (0 is the fixed default).
+    zones : ZoneVocabulary or list of dict, optional
+        The zone vocabulary (default: five zones).
+
+    Returns
+    -------
+    str
+        The scene caption.
+
+    Example
+    -------
+    >>> compose_caption([{"caption": "a bell rings", "zone": "front"}], phrasing=2)
+    'in front, a bell rings'
+    """
+    zones = ZoneVocabulary.from_config(zones)
+    if not sources:
+        raise ValueError("A scene caption needs at least one source.")
+    if not 0 <= phrasing < N_PHRASINGS:
+        raise ValueError(f"phrasing must be in [0, {N_PHRASINGS}), got {phrasing}.")
+    part_form, separator, last_separator = SCENE_PHRASINGS[phrasing]
+    parts = []
+    for source in sorted(sources, key=lambda s: zones.index(s["zone"])):
+        caption = str(source["caption"]).strip()
+        if not caption:
+            raise ValueError(f"Source {source} has an empty caption.")
+        parts.append(part_form.format(caption=caption, zone=zones[source["zone"]].phrase))
+    if len(parts) == 1:
+        return parts[0]
+    return separator.join(parts[:-1]) + last_separator + parts[-1]
+
+
+def permuted_captions(sources, phrasing=0, zones=None):
+    """Captions of every non-identity permutation of the zone assignment.
+
+    These are the hard negatives of spatial contrastive learning: the same sources, the
+    same set of directions, but the wrong source in each direction (k! - 1 captions for
+    k sources: none for one source, 1 for two, 5 for three).
+
+    Arguments
+    ---------
+    sources : list of dict
+        Each with ``caption`` and ``zone``.
+    phrasing : int
+        Sentence form, as in :func:`compose_caption`.
+    zones : ZoneVocabulary or list of dict, optional
+        The zone vocabulary.
+
+    Returns
+    -------
+    list of str
+        In a fixed order (lexicographic over permutations).
+    """
+    zone_names = [s["zone"] for s in sources]
+    captions = []
+    for order in itertools.permutations(range(len(sources))):
+        if order == tuple(range(len(sources))):
+            continue
+        swapped = [dict(s, zone=zone_names[j]) for s, j in zip(sources, order)]
+        captions.append(compose_caption(swapped, phrasing, zones))
+    return captions
+
+
+def direction_prompts(zones=None, template=DIRECTION_TEMPLATES[0]):
+    """Direction-only prompts for zero-shot direction classification.
+
+    Arguments
+    ---------
+    zones : ZoneVocabulary or list of dict, optional
+        The zone vocabulary.
+    template : str
+        A template with a ``{phrase}`` field.
+
+    Returns
+    -------
+    list of str
+        One prompt per zone, left to right.
+
+    Example
+    -------
+    >>> direction_prompts()[0]
+    'a sound on the left'
+    """
+    zones = ZoneVocabulary.from_config(zones)
+    return [template.format(phrase=z.phrase) for z in zones.zones]

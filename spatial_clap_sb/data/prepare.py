@@ -1,0 +1,246 @@
+"""Prepare step: source clips -> spatialised scenes -> SpeechBrain JSON manifests.
+
+``prepare_spatial_scenes`` writes, under ``data_folder``::
+
+    sources/                  the generated clip library (when no CSV is given)
+    rir_banks/                cached stereo RIR banks, one per split, keyed by config
+    scenes/<manifest>/*.wav   stereo scenes (16-bit PCM, channel 0 left)
+    manifests/<manifest>.json train, valid, test_1src, test_2src, test_3src
+    prepare_options.json      the options of the finished run
+
+Clips are split by clip into train/valid/test before any mixing (no test clip is ever
+heard in training) and every split has rooms of its own. Three-source scenes exist only
+in ``test_3src``. A run whose saved options match is skipped; changed options rebuild;
+an interrupted run resumes (finished scene files are kept, manifests are only ever
+written whole).
+"""
+import functools
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+from tqdm import tqdm
+
+from spatial_clap_sb.data.audio_io import write_audio
+from spatial_clap_sb.data.captions import ZoneVocabulary
+from spatial_clap_sb.data.mixer import MixerConfig, SceneMixer
+from spatial_clap_sb.data.sources import (
+    generate_library,
+    load_clip,
+    read_audiocaps_csv,
+    read_clips_csv,
+    read_clotho_csv,
+    split_clips,
+)
+from spatial_clap_sb.data.spatialiser import SpatialiserConfig, cached_rir_bank
+
+logger = logging.getLogger(__name__)
+
+DATA_ROOT = "{data_root}"
+
+# Scenes per manifest and number of sources. Sized so that a CPU model learns the
+# default data in minutes, and so that test_2src has >= 500 scenes for stable R@k.
+DEFAULT_SCENE_COUNTS = {
+    "train": {1: 3000, 2: 5000},
+    "valid": {1: 200, 2: 300},
+    "test_1src": {1: 500},
+    "test_2src": {2: 600},
+    "test_3src": {3: 500},
+}
+
+# Which clip split and which room bank each manifest draws from.
+MANIFEST_SPLIT = {"train": "train", "valid": "valid", "test_1src": "test",
+                  "test_2src": "test", "test_3src": "test"}
+SPLIT_SEED_OFFSET = {"train": 0, "valid": 1, "test": 2}
+
+SOURCE_READERS = {"csv": read_clips_csv, "audiocaps": read_audiocaps_csv,
+                  "clotho": read_clotho_csv}
+
+
+def prepare_spatial_scenes(
+    data_folder,
+    source_csv=None,
+    source_format="csv",
+    audio_dir=None,
+    n_clips_per_class=20,
+    scene_counts=None,
+    zones=None,
+    spatialiser=None,
+    mixer=None,
+    split_fractions=(0.8, 0.1, 0.1),
+    seed=1234,
+):
+    """Simulates the multi-source scene dataset and writes its manifests.
+
+    Arguments
+    ---------
+    data_folder : str
+        Where clips, RIR banks, scenes and manifests go.
+    source_csv : str, optional
+        A CSV of mono source clips (``path,caption[,label]``, or the AudioCaps or Clotho
+        layout, see ``source_format``). Default: the built-in generated library.
+    source_format : str
+        ``"csv"``, ``"audiocaps"`` or ``"clotho"``.
+    audio_dir : str, optional
+        Folder of the audio files of an AudioCaps/Clotho CSV (or the root of relative
+        paths of a user CSV).
+    n_clips_per_class : int
+        Clips per class of the generated library.
+    scene_counts : dict, optional
+        ``{manifest: {n_sources: count}}``; default ``DEFAULT_SCENE_COUNTS``.
+    zones : list of dict or ZoneVocabulary, optional
+        The zone vocabulary (default five zones).
+    spatialiser : dict or SpatialiserConfig, optional
+        Room and microphone ranges.
+    mixer : dict or MixerConfig, optional
+        Scene length and levels.
+    split_fractions : tuple of float
+        Train/valid/test shares of the clips.
+    seed : int
+        Seeds everything: splits, rooms, scenes.
+
+    Returns
+    -------
+    dict
+        Manifest name -> path of its JSON file.
+    """
+    zones = ZoneVocabulary.from_config(zones)
+    spatialiser = _as_config(SpatialiserConfig, spatialiser)
+    mixer = _as_config(MixerConfig, mixer)
+    if spatialiser.sample_rate != mixer.sample_rate:
+        raise ValueError(
+            f"spatialiser sample_rate {spatialiser.sample_rate} and mixer sample_rate "
+            f"{mixer.sample_rate} differ; set both to the same rate."
+        )
+    scene_counts = _normalise_counts(scene_counts or DEFAULT_SCENE_COUNTS)
+    options = dict(
+        source_csv=_abspath(source_csv), source_format=source_format,
+        audio_dir=_abspath(audio_dir), n_clips_per_class=n_clips_per_class,
+        scene_counts=scene_counts, zones=zones.to_config(),
+        spatialiser=spatialiser.to_dict(), mixer=_mixer_dict(mixer),
+        split_fractions=list(split_fractions), seed=seed,
+    )
+    options = json.loads(json.dumps(options))  # the form it takes on disk
+    manifest_paths = {name: os.path.join(data_folder, "manifests", f"{name}.json")
+                      for name in scene_counts}
+    done_file = os.path.join(data_folder, "prepare_options.json")
+    progress_file = os.path.join(data_folder, "prepare_in_progress.json")
+    if _saved_options(done_file) == options and all(map(os.path.exists,
+                                                        manifest_paths.values())):
+        logger.info("Scenes in %s are prepared with these options: skipping.", data_folder)
+        return manifest_paths
+    if _saved_options(progress_file) != options:
+        _remove_outputs(data_folder, done_file)
+    os.makedirs(data_folder, exist_ok=True)
+    _write_json(progress_file, options)
+
+    clips = _source_clips(data_folder, options, mixer.sample_rate, seed)
+    splits = split_clips(clips, fractions=tuple(split_fractions), seed=seed)
+    load = functools.lru_cache(maxsize=4096)(
+        lambda clip_id: load_clip(by_id[clip_id], mixer.sample_rate))
+    by_id = {c.clip_id: c for c in clips}
+    for index, (name, counts) in enumerate(scene_counts.items()):
+        split = MANIFEST_SPLIT.get(name, name)
+        bank = cached_rir_bank(os.path.join(data_folder, "rir_banks"), spatialiser, zones,
+                               seed + SPLIT_SEED_OFFSET.get(split, 3))
+        scene_mixer = SceneMixer(splits[split], bank, zones, load, mixer)
+        entries = _render_manifest(data_folder, name, index, counts, scene_mixer, seed)
+        _write_json(manifest_paths[name], entries)
+    _write_json(done_file, options)
+    os.remove(progress_file)
+    return manifest_paths
+
+
+def _render_manifest(data_folder, name, manifest_index, counts, scene_mixer, seed):
+    """Draws and renders the scenes of one manifest; keeps scene files already written."""
+    scene_dir = os.path.join(data_folder, "scenes", name)
+    os.makedirs(scene_dir, exist_ok=True)
+    plan = [n for n, count in sorted(counts.items()) for _ in range(count)]
+    entries = {}
+    for scene_index, n_sources in enumerate(tqdm(plan, desc=f"scenes {name}",
+                                                 mininterval=5.0)):
+        rng = np.random.default_rng([seed, manifest_index, scene_index])
+        scene = scene_mixer.draw(rng, n_sources)
+        scene_id = f"{name}_{scene_index:05d}"
+        path = os.path.join(scene_dir, f"{scene_id}.wav")
+        if not os.path.exists(path):  # files are written atomically: present = complete
+            write_audio(path, scene_mixer.render(scene), scene_mixer.config.sample_rate)
+        entries[scene_id] = _manifest_entry(scene, name, scene_id,
+                                            scene_mixer.config.scene_duration)
+    return entries
+
+
+def _manifest_entry(scene, name, scene_id, duration):
+    sources = [{key: source[key] for key in ("clip_id", "caption", "label", "zone",
+                                             "azimuth", "distance", "level")}
+               for source in scene["sources"]]
+    return dict(wav=f"{DATA_ROOT}/scenes/{name}/{scene_id}.wav", duration=duration,
+                caption=scene["caption"], captions=scene["captions"],
+                n_sources=scene["n_sources"], room=scene["room"], sources=sources)
+
+
+def _source_clips(data_folder, options, sample_rate, seed):
+    if options["source_csv"] is None:
+        return generate_library(os.path.join(data_folder, "sources"),
+                                n_clips_per_class=options["n_clips_per_class"],
+                                sample_rate=sample_rate, seed=seed)
+    reader = SOURCE_READERS.get(options["source_format"])
+    if reader is None:
+        raise ValueError(f"source_format must be one of {sorted(SOURCE_READERS)}, "
+                         f"got {options['source_format']!r}.")
+    if options["source_format"] == "csv":
+        return reader(options["source_csv"], audio_root=options["audio_dir"])
+    return reader(options["source_csv"], options["audio_dir"])
+
+
+def _as_config(cls, value):
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+
+
+def _mixer_dict(mixer):
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in mixer.__dict__.items()}
+
+
+def _normalise_counts(counts):
+    """Keys as str names, source counts as int -> int (JSON and YAML both work)."""
+    normalised = {}
+    for name, per_k in counts.items():
+        normalised[str(name)] = {int(k): int(v) for k, v in per_k.items() if int(v) > 0}
+        if MANIFEST_SPLIT.get(name) != "test" and max(normalised[str(name)]) > 2:
+            logger.warning("Manifest %s has scenes of more than two sources; the paper "
+                           "keeps three-source scenes for test_3src only.", name)
+    return normalised
+
+
+def _abspath(path):
+    return None if path is None else os.path.abspath(path)
+
+
+def _saved_options(path):
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _write_json(path, content):
+    """Writes JSON atomically: a temporary file in the same folder, then a rename."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _remove_outputs(data_folder, done_file):
+    """Removes scenes and manifests of other options (clip library and RIR cache stay)."""
+    for sub in ("scenes", "manifests"):
+        shutil.rmtree(os.path.join(data_folder, sub), ignore_errors=True)
+    if os.path.exists(done_file):
+        os.remove(done_file)

@@ -1,0 +1,117 @@
+"""Scene-level evaluation: collects audio embeddings and scores them with ``metrics``.
+
+The same code serves the recipe's validation, its test sets, ``evaluate.py`` and the
+inference interface, so a figure means the same thing everywhere:
+
+- retrieval R@1/5/10 both ways and mAP@10, with every caption phrasing of a scene as one
+  of its captions;
+- ``assignment_acc`` over scenes with several sources: the true caption must score
+  above every permuted-assignment caption;
+- ``direction_acc`` over one-source scenes: zero-shot over the zone vocabulary's
+  direction prompts.
+"""
+import numpy as np
+import torch
+
+from spatial_clap_sb.data.captions import ZoneVocabulary, direction_prompts
+from spatial_clap_sb.metrics import (
+    assignment_accuracy,
+    direction_accuracy,
+    retrieval_metrics,
+)
+
+
+class SceneEmbeddings:
+    """Accumulates audio embeddings and the text side of each scene, batch by batch."""
+
+    def __init__(self):
+        self.audio, self.ids, self.captions, self.permuted = [], [], [], []
+        self.zone_index, self.n_sources = [], []
+
+    def append(self, batch, audio_emb):
+        """Adds a batch (with ``id``, ``captions``, ``permuted``, ``zone_index``,
+        ``n_sources`` as the scene pipeline gives them) and its ``[B, D]`` embeddings."""
+        self.audio.append(audio_emb.detach().float().cpu())
+        self.ids.extend(batch.id)
+        self.captions.extend(list(c) for c in batch.captions)
+        self.permuted.extend(list(p) for p in batch.permuted)
+        self.zone_index.extend(_as_list(batch.zone_index))
+        self.n_sources.extend(_as_list(batch.n_sources))
+
+    def __len__(self):
+        return len(self.ids)
+
+    def audio_matrix(self):
+        """``[N, D]`` float32 numpy array of all embeddings so far."""
+        return torch.cat(self.audio).numpy() if self.audio else np.zeros((0, 0), "float32")
+
+
+def _as_list(values):
+    data = getattr(values, "data", values)
+    return [int(v) for v in (data.tolist() if torch.is_tensor(data) else data)]
+
+
+def encode_in_batches(encode_text, captions, batch_size=256):
+    """Encodes captions with ``encode_text(list) -> [B, D]`` tensor, batch by batch."""
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(captions), batch_size):
+            chunks.append(encode_text(captions[start:start + batch_size]).float().cpu())
+    return torch.cat(chunks).numpy()
+
+
+def scene_metrics(scenes, encode_text, zones=None):
+    """All metrics of a set of scenes.
+
+    Arguments
+    ---------
+    scenes : SceneEmbeddings
+        The collected audio embeddings and captions.
+    encode_text : callable
+        ``encode_text(list of str) -> [B, D]`` unit-norm text embeddings.
+    zones : ZoneVocabulary or list of dict, optional
+        Vocabulary of the direction prompts.
+
+    Returns
+    -------
+    dict
+        ``t2a_R@1/5/10``, ``a2t_R@1/5/10``, ``mAP@10``; ``assignment_acc`` when some
+        scene has permuted captions; ``direction_acc`` and ``direction_confusion`` when
+        some scene has a single source; ``n_scenes``.
+    """
+    zones = ZoneVocabulary.from_config(zones)
+    audio = scenes.audio_matrix()
+    flat_captions = [c for caps in scenes.captions for c in caps]
+    owner = np.repeat(np.arange(len(scenes)), [len(c) for c in scenes.captions])
+    text = encode_in_batches(encode_text, flat_captions)
+    results = retrieval_metrics(audio, text, owner)
+    results["n_scenes"] = len(scenes)
+    with_negatives = [i for i, p in enumerate(scenes.permuted) if p]
+    if with_negatives:
+        results["assignment_acc"] = _assignment(scenes, audio, with_negatives, encode_text)
+    single = [i for i, z in enumerate(scenes.zone_index) if z >= 0]
+    if single:
+        prompts = encode_in_batches(encode_text, direction_prompts(zones))
+        accuracy, confusion = direction_accuracy(
+            audio[single], prompts, np.asarray(scenes.zone_index)[single])
+        results["direction_acc"] = accuracy
+        results["direction_confusion"] = confusion.tolist()
+    return results
+
+
+def _assignment(scenes, audio, rows, encode_text):
+    """Share of scenes whose true caption (phrasing 0) beats all its permutations."""
+    true_text = encode_in_batches(encode_text, [scenes.captions[i][0] for i in rows])
+    n_perm = max(len(scenes.permuted[i]) for i in rows)
+    flat = [c for i in rows for c in scenes.permuted[i]]
+    perm_text = encode_in_batches(encode_text, flat)
+    permuted_scores = np.full((len(rows), n_perm), -np.inf, dtype=np.float64)
+    mask = np.zeros((len(rows), n_perm), dtype=bool)
+    start = 0
+    for r, i in enumerate(rows):
+        count = len(scenes.permuted[i])
+        permuted_scores[r, :count] = perm_text[start:start + count] @ audio[i]
+        mask[r, :count] = True
+        start += count
+    true_scores = np.einsum("nd,nd->n", true_text, audio[rows])
+    return assignment_accuracy(true_scores, permuted_scores, mask)

@@ -1,0 +1,126 @@
+"""Stereo features: per-channel log-mel and inter-channel cues, from SpeechBrain's STFT.
+
+SpeechBrain's ``Fbank`` sums over channels on multichannel input, so the features are
+built from ``STFT`` + ``spectral_magnitude`` + ``Filterbank`` (which keep channels).
+
+Output channels of :class:`StereoFeatures` (all ``[batch, frames, n_mels]``):
+
+0. log-mel of the left channel (dB)
+1. log-mel of the right channel (dB)
+2. cos of the inter-channel phase difference, per mel band
+3. sin of the inter-channel phase difference, per mel band
+4. inter-channel level difference (dB), left minus right
+5. GCC-PHAT over ``n_mels`` time lags spanning +/- the pair's largest delay (as in the
+   DCASE SELD baseline for microphone arrays)
+
+The band phase is the angle of the magnitude-weighted cross-spectrum ``L * conj(R)``
+summed over each mel band, so loud bins dominate and the phase is not averaged blindly.
+
+Example
+-------
+>>> import torch
+>>> features = StereoFeatures()
+>>> features(torch.randn(2, 16000, 2)).shape
+torch.Size([2, 6, 41, 64])
+"""
+import torch
+from torch import nn
+from speechbrain.processing.features import STFT, Filterbank, spectral_magnitude
+
+SPEED_OF_SOUND = 343.0
+N_CHANNELS = 6
+
+
+class StereoFeatures(nn.Module):
+    """Per-channel log-mel plus IPD (cos/sin), ILD and GCC-PHAT for a stereo pair.
+
+    Arguments
+    ---------
+    sample_rate : int
+        Input sample rate (Hz).
+    n_fft : int
+        FFT size.
+    win_length, hop_length : float
+        Window and hop in milliseconds (SpeechBrain's convention).
+    n_mels : int
+        Mel bands (also the number of GCC-PHAT lags).
+    mic_spacing : float
+        Microphone spacing (m); sets the GCC-PHAT lag range.
+    """
+
+    def __init__(self, sample_rate=16000, n_fft=512, win_length=32, hop_length=25,
+                 n_mels=64, mic_spacing=0.17):
+        super().__init__()
+        self.stft = STFT(sample_rate=sample_rate, win_length=win_length,
+                         hop_length=hop_length, n_fft=n_fft)
+        fb_args = dict(n_mels=n_mels, n_fft=n_fft, sample_rate=sample_rate,
+                       f_max=sample_rate // 2)
+        self.log_mel = Filterbank(**fb_args)
+        self.band_sum = Filterbank(log_mel=False, **fb_args)
+        max_delay = 1.25 * mic_spacing / SPEED_OF_SOUND * sample_rate
+        lags = torch.linspace(-max_delay, max_delay, n_mels)
+        omega = 2 * torch.pi * torch.arange(n_fft // 2 + 1) / n_fft
+        self.register_buffer("gcc_cos", torch.cos(omega[:, None] * lags[None, :]),
+                             persistent=False)
+        self.register_buffer("gcc_sin", torch.sin(omega[:, None] * lags[None, :]),
+                             persistent=False)
+
+    def forward(self, wavs):
+        """Computes the features.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, time, 2]``, channel 0 left.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, 6, frames, n_mels]``.
+        """
+        if wavs.dim() != 3 or wavs.shape[-1] != 2:
+            raise ValueError(
+                f"StereoFeatures needs [batch, time, 2] audio, got {tuple(wavs.shape)}."
+            )
+        spec = self.stft(wavs.float())  # [B, frames, freq, 2 (re/im), 2 (channel)]
+        left_re, left_im = spec[..., 0, 0], spec[..., 1, 0]
+        right_re, right_im = spec[..., 0, 1], spec[..., 1, 1]
+        log_mel = self.log_mel(spectral_magnitude(spec, power=2))  # [B, frames, mels, 2]
+        cross_re = left_re * right_re + left_im * right_im  # L * conj(R)
+        cross_im = left_im * right_re - left_re * right_im
+        band = self.band_sum(torch.stack([cross_re, cross_im], dim=-1))
+        band_norm = torch.sqrt(band[..., 0] ** 2 + band[..., 1] ** 2 + 1e-12)
+        ipd_cos, ipd_sin = band[..., 0] / band_norm, band[..., 1] / band_norm
+        ild = log_mel[..., 0] - log_mel[..., 1]
+        cross_norm = torch.sqrt(cross_re ** 2 + cross_im ** 2 + 1e-12)
+        gcc = ((cross_re / cross_norm) @ self.gcc_cos
+               - (cross_im / cross_norm) @ self.gcc_sin) / cross_re.shape[-1]
+        return torch.stack([log_mel[..., 0], log_mel[..., 1], ipd_cos, ipd_sin, ild, gcc],
+                           dim=1)
+
+
+class MidLogMel(nn.Module):
+    """Log-mel of the mid signal (L + R) / 2: what the content stream hears.
+
+    Arguments
+    ---------
+    sample_rate, n_fft, win_length, hop_length, n_mels
+        As in :class:`StereoFeatures`.
+
+    Example
+    -------
+    >>> MidLogMel()(torch.randn(2, 16000)).shape
+    torch.Size([2, 1, 41, 64])
+    """
+
+    def __init__(self, sample_rate=16000, n_fft=512, win_length=32, hop_length=25,
+                 n_mels=64):
+        super().__init__()
+        self.stft = STFT(sample_rate=sample_rate, win_length=win_length,
+                         hop_length=hop_length, n_fft=n_fft)
+        self.log_mel = Filterbank(n_mels=n_mels, n_fft=n_fft, sample_rate=sample_rate,
+                                  f_max=sample_rate // 2)
+
+    def forward(self, mid):
+        """``mid`` ``[batch, time]`` -> ``[batch, 1, frames, n_mels]``."""
+        return self.log_mel(spectral_magnitude(self.stft(mid.float()), power=2))[:, None]

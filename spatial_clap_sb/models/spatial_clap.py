@@ -1,0 +1,134 @@
+"""The Spatial-CLAP towers: stereo audio -> joint space, text -> joint space.
+
+Audio tower (:class:`SpatialAudioEncoder`)::
+
+    stereo [B, T, 2] --(L+R)/2--> content encoder ---------> content frames --+
+          |                                      |                            |
+          +------------> spatial CRNN <--(conditioning, if content-aware)     |
+                              |                                               v
+                              +--------------> spatial frames --> fusion --> attention
+                                                                   pooling --> projection
+
+Text tower (:class:`TextTower`): transformers encoder, mean pooling, projection. Both
+outputs are L2-normalised; :class:`LearnableTemperature` holds CLAP's logit scale.
+
+Every part is a constructor argument, so a HyperPyYAML file assembles the variant:
+``spatial_encoder: null`` is the mono ablation, ``content_aware: False`` on the CRNN the
+not-content-aware one.
+"""
+import math
+
+import torch
+from torch import nn
+
+from spatial_clap_sb.models.blocks import frame_mask
+
+
+class SpatialAudioEncoder(nn.Module):
+    """Content-aware spatial audio encoder.
+
+    Arguments
+    ---------
+    content_encoder : nn.Module
+        ``forward(mid [B, T], lengths) -> [B, Tc, Dc]`` with ``output_dim``.
+    spatial_encoder : nn.Module or None
+        ``forward(wavs [B, T, 2], content_frames, lengths) -> [B, Ts, Ds]`` with
+        ``output_dim``; None for a mono (content-only) model.
+    fusion : nn.Module
+        ``forward(content, spatial) -> frames`` with ``output_dim``.
+    pooling : nn.Module
+        ``forward(frames, mask) -> [B, pooled]`` with ``output_dim``.
+    projection : nn.Module
+        ``[B, pooled] -> [B, embedding]``, L2-normalised.
+    """
+
+    def __init__(self, content_encoder, spatial_encoder, fusion, pooling, projection):
+        super().__init__()
+        self.content_encoder = content_encoder
+        self.spatial_encoder = spatial_encoder
+        self.fusion = fusion
+        self.pooling = pooling
+        self.projection = projection
+
+    def forward(self, wavs, lengths=None):
+        """Embeds stereo audio.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, time, 2]``, channel 0 left.
+        lengths : torch.Tensor, optional
+            ``[batch]`` relative lengths.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, embedding_dim]``, unit norm.
+        """
+        if wavs.dim() != 3 or wavs.shape[-1] != 2:
+            raise ValueError(
+                f"Spatial-CLAP needs stereo audio [batch, time, 2] (channel 0 left), got "
+                f"shape {tuple(wavs.shape)}."
+            )
+        content = self.content_encoder(wavs.mean(dim=-1), lengths)
+        spatial = None
+        if self.spatial_encoder is not None:
+            spatial = self.spatial_encoder(wavs, content, lengths)
+        frames = self.fusion(content, spatial)
+        return self.projection(self.pooling(frames, frame_mask(lengths, frames.shape[1])))
+
+    def pretrained_parameters(self):
+        """Trainable parameters of a pretrained content encoder (for a lower LR)."""
+        getter = getattr(self.content_encoder, "pretrained_parameters", None)
+        return list(getter()) if getter else []
+
+
+class TextTower(nn.Module):
+    """Text encoder plus projection into the joint space.
+
+    Arguments
+    ---------
+    text_encoder : nn.Module
+        ``forward(list of str) -> [B, output_dim]``.
+    projection : nn.Module
+        ``[B, output_dim] -> [B, embedding]``, L2-normalised.
+    """
+
+    def __init__(self, text_encoder, projection):
+        super().__init__()
+        self.text_encoder = text_encoder
+        self.projection = projection
+
+    def forward(self, captions):
+        """``captions`` (list of str) -> unit-norm ``[batch, embedding_dim]``."""
+        return self.projection(self.text_encoder(captions))
+
+    def pretrained_parameters(self):
+        """Trainable parameters of the pretrained text model (for a lower LR)."""
+        return list(self.text_encoder.pretrained_parameters())
+
+
+class LearnableTemperature(nn.Module):
+    """CLAP's learnable logit scale, stored as a log and clamped.
+
+    Arguments
+    ---------
+    initial_temperature : float
+        Start value of the temperature (0.07 in CLIP/CLAP).
+    max_scale : float
+        Upper bound of the logit scale (100 in CLIP).
+
+    Example
+    -------
+    >>> round(float(LearnableTemperature(0.07)()), 3)
+    14.286
+    """
+
+    def __init__(self, initial_temperature=0.07, max_scale=100.0):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / initial_temperature)))
+        self.max_log_scale = math.log(max_scale)
+
+    def forward(self):
+        """The current logit scale ``exp(log_scale)``, clamped to ``max_scale``."""
+        return self.log_scale.clamp(max=self.max_log_scale).exp()

