@@ -18,8 +18,8 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
 
 from spatial_clap_sb.brain import SpatialCLAPBrain
-from spatial_clap_sb.data.pipelines import scene_dataset
-from spatial_clap_sb.data.prepare import prepare_spatial_scenes
+from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
+from spatial_clap_sb.data.prepare import prepare_spatial_scenes, split_mixer
 from spatial_clap_sb.export import export_model
 from spatial_clap_sb.metrics import direction_probe_accuracy
 
@@ -28,17 +28,18 @@ PREPARE_KEYS = ("source_csv", "source_format", "audio_dir", "n_clips_per_class",
 
 
 def dataio_prepare(hparams, manifests):
-    """Builds the train, valid and test datasets from the prepared manifests."""
+    """Builds the train, valid and test datasets from the prepared data."""
     def dataset(name, train=False):
         return scene_dataset(manifests[name], hparams["data_folder"],
                              hparams["sample_rate"], hparams["zones"], train=train)
 
-    train_sets = [dataset(name, train=True) for name in hparams["train_manifests"]]
-    train = train_sets[0] if len(train_sets) == 1 else \
-        sb.dataio.dataset.DynamicItemDataset.from_dataset_list(train_sets)  # noqa
-    if hparams.get("max_train_sources"):
-        train = train.filtered_sorted(key_max_value={"n_sources":
-                                                     hparams["max_train_sources"]})
+    if hparams["dynamic_mixing"]:
+        train = dynamic_scene_dataset(split_mixer(hparams["data_folder"], "train"),
+                                      hparams["train_scene_counts"], hparams["seed"],
+                                      hparams["zones"])
+    else:
+        train = dataset(hparams["train_manifest"], train=True).filtered_sorted(
+            key_max_value={"n_sources": max(hparams["train_scene_counts"])})
     return (train, dataset(hparams["valid_manifest"]),
             {name: dataset(name) for name in hparams["test_manifests"]})
 

@@ -9,11 +9,13 @@ A manifest entry (see :mod:`spatial_clap_sb.data.prepare`) becomes a batch item 
 - ``zone_index``: the zone of a one-source scene, -1 for several sources
 - ``n_sources``
 
-User recordings enter here too: any manifest with ``wav``, ``caption`` and, for the
+Stored scenes come from a manifest (:func:`scene_dataset`); training scenes can also be
+mixed on the fly (:func:`dynamic_scene_dataset`). User recordings enter here too: any manifest with ``wav``, ``caption`` and, for the
 spatial metrics, ``sources`` with ``caption`` and ``zone``.
 """
 import random
 
+import numpy as np
 import speechbrain as sb
 import torch
 
@@ -29,7 +31,7 @@ OUTPUT_KEYS = ["id", "sig", "caption", "permuted", "captions", "zone_index", "n_
 
 
 def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False):
-    """Builds a ``DynamicItemDataset`` of scenes.
+    """Builds a ``DynamicItemDataset`` of the scenes of a manifest.
 
     Arguments
     ---------
@@ -48,41 +50,96 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
     -------
     speechbrain.dataio.dataset.DynamicItemDataset
     """
-    zones = ZoneVocabulary.from_config(zones)
-    dataset = sb.dataio.dataset.DynamicItemDataset.from_json(
-        manifest_path, replacements={"data_root": data_root})
-    for entry_id, entry in dataset.data.items():
+    data = sb.dataio.dataio.load_data_json(manifest_path,
+                                           replacements={"data_root": data_root})
+    for entry_id, entry in data.items():
         _complete_entry(manifest_path, entry_id, entry)
+    # Built after completing the entries: the dataset takes its static keys from the
+    # first entry, and a key missing there would be unknown to the pipeline.
+    dataset = sb.dataio.dataset.DynamicItemDataset(data)
 
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
         return torch.from_numpy(load_stereo(wav, sample_rate))
 
-    @sb.utils.data_pipeline.takes("caption", "captions", "sources")
-    @sb.utils.data_pipeline.provides("caption", "permuted", "captions")
-    def text_pipeline(caption, captions, sources):
+    dataset.add_dynamic_item(audio_pipeline)
+    return _add_scene_pipelines(dataset, zones, train)
+
+
+def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None):
+    """Training scenes mixed on the fly: every epoch hears new mixtures.
+
+    Each item draws a new scene (clips, room, zones, levels) from the mixer, seeded by
+    ``seed``, the item's index and a number drawn from torch's global generator, which
+    DataLoader workers re-seed every epoch: runs with the same seed hear the same
+    scenes, and no two epochs do. Costs two convolutions per source.
+
+    Arguments
+    ---------
+    mixer : SceneMixer
+        Over the train clips and the train RIR bank.
+    scene_counts : dict
+        ``{n_sources: count}`` scenes per epoch.
+    seed : int
+    zones : ZoneVocabulary or list of dict, optional
+
+    Returns
+    -------
+    speechbrain.dataio.dataset.DynamicItemDataset
+        With the same output keys as :func:`scene_dataset`.
+    """
+    data, index = {}, 0
+    for n_sources, count in sorted(scene_counts.items()):
+        for _ in range(int(count)):
+            data[f"mix_{index:06d}"] = {"index": index, "n_sources": int(n_sources)}
+            index += 1
+    dataset = sb.dataio.dataset.DynamicItemDataset(data)
+
+    @sb.utils.data_pipeline.takes("index", "n_sources")
+    @sb.utils.data_pipeline.provides("sig", "captions", "sources")
+    def mixing_pipeline(index, n_sources):
+        draw = int(torch.randint(2**31 - 1, ()))
+        scene = mixer.draw(np.random.default_rng([seed, index, draw]), n_sources)
+        yield torch.from_numpy(mixer.render(scene))
+        yield scene["captions"]
+        yield scene["sources"]
+
+    dataset.add_dynamic_item(mixing_pipeline)
+    return _add_scene_pipelines(dataset, zones, train=True)
+
+
+def _add_scene_pipelines(dataset, zones, train):
+    """Caption, hard-negative and zone items shared by stored and mixed scenes."""
+    zones = ZoneVocabulary.from_config(zones)
+
+    @sb.utils.data_pipeline.takes("captions", "sources")
+    @sb.utils.data_pipeline.provides("caption", "permuted")
+    def text_pipeline(captions, sources):
         phrasing = random.randrange(len(captions)) if train else 0
         yield captions[phrasing]
         yield _hard_negatives(captions[phrasing], sources, phrasing, zones)
-        yield captions
 
     @sb.utils.data_pipeline.takes("sources")
     @sb.utils.data_pipeline.provides("zone_index", "n_sources")
     def source_pipeline(sources):
-        sources = sources or []
         yield zones.index(sources[0]["zone"]) if len(sources) == 1 else -1
         yield len(sources)
 
-    for pipeline in (audio_pipeline, text_pipeline, source_pipeline):
-        dataset.add_dynamic_item(pipeline)
+    dataset.add_dynamic_item(text_pipeline)
+    dataset.add_dynamic_item(source_pipeline)
     dataset.set_output_keys(OUTPUT_KEYS)
     return dataset
 
 
 def _complete_entry(manifest_path, entry_id, entry):
-    """Fills the optional keys of a user manifest and rejects empty captions."""
-    caption = entry.get("caption")
+    """Fills the optional keys of a user manifest and rejects empty captions.
+
+    The static ``caption`` is moved into ``captions``: SpeechBrain returns a static key
+    in place of a dynamic item of the same name, which would hide the phrasing drawn
+    by the text pipeline.
+    """
+    caption = entry.pop("caption", None)
     if not isinstance(caption, str) or not caption.strip():
         raise ValueError(f"{manifest_path}: entry {entry_id!r} has no caption; every "
                          "scene needs a non-empty 'caption'.")

@@ -6,7 +6,9 @@
     rir_banks/                cached stereo RIR banks, one per split, keyed by config
     scenes/<manifest>/*.wav   stereo scenes (16-bit PCM, channel 0 left)
     manifests/<manifest>.json train, valid, test_1src, test_2src, test_3src
-    prepare_options.json      the options of the finished run
+    splits/<split>.csv        the clips of each split (path,caption,label)
+    prepare_options.json      the options of the finished run, and where each split's
+                              clip list and RIR bank are (for mixing on the fly)
 
 Clips are split by clip into train/valid/test before any mixing (no test clip is ever
 heard in training) and every split has rooms of its own. Three-source scenes exist only
@@ -14,6 +16,7 @@ in ``test_3src``. A run whose saved options match is skipped; changed options re
 an interrupted run resumes (finished scene files are kept, manifests are only ever
 written whole).
 """
+import csv
 import functools
 import json
 import logging
@@ -34,7 +37,12 @@ from spatial_clap_sb.data.sources import (
     read_clotho_csv,
     split_clips,
 )
-from spatial_clap_sb.data.spatialiser import SpatialiserConfig, cached_rir_bank
+from spatial_clap_sb.data.spatialiser import (
+    RIRBank,
+    SpatialiserConfig,
+    cached_rir_bank,
+    rir_bank_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +135,14 @@ def prepare_spatial_scenes(
                       for name in scene_counts}
     done_file = os.path.join(data_folder, "prepare_options.json")
     progress_file = os.path.join(data_folder, "prepare_in_progress.json")
-    if _saved_options(done_file) == options and all(map(os.path.exists,
-                                                        manifest_paths.values())):
+    saved = _saved_options(done_file) or {}
+    saved_options = {k: v for k, v in saved.items() if k != "splits"}
+    if saved_options == options and "splits" in saved and all(
+            map(os.path.exists, manifest_paths.values())):
         logger.info("Scenes in %s are prepared with these options: skipping.", data_folder)
         return manifest_paths
-    if _saved_options(progress_file) != options:
-        _remove_outputs(data_folder, done_file)
+    if options not in (saved_options, _saved_options(progress_file)):
+        _remove_outputs(data_folder, done_file)  # made with other options
     os.makedirs(data_folder, exist_ok=True)
     _write_json(progress_file, options)
 
@@ -141,6 +151,12 @@ def prepare_spatial_scenes(
     load = functools.lru_cache(maxsize=4096)(
         lambda clip_id: load_clip(by_id[clip_id], mixer.sample_rate))
     by_id = {c.clip_id: c for c in clips}
+    resources = {}
+    for split, split_clips_ in splits.items():
+        resources[split] = {
+            "clips_csv": _write_clip_list(data_folder, split, split_clips_),
+            "rir_bank": rir_bank_path(os.path.join(data_folder, "rir_banks"), spatialiser,
+                                      zones, seed + SPLIT_SEED_OFFSET[split])}
     for index, (name, counts) in enumerate(scene_counts.items()):
         split = MANIFEST_SPLIT.get(name, name)
         bank = cached_rir_bank(os.path.join(data_folder, "rir_banks"), spatialiser, zones,
@@ -148,9 +164,52 @@ def prepare_spatial_scenes(
         scene_mixer = SceneMixer(splits[split], bank, zones, load, mixer)
         entries = _render_manifest(data_folder, name, index, counts, scene_mixer, seed)
         _write_json(manifest_paths[name], entries)
-    _write_json(done_file, options)
+    _write_json(done_file, dict(options, splits=resources))
     os.remove(progress_file)
     return manifest_paths
+
+
+def split_mixer(data_folder, split="train"):
+    """A :class:`SceneMixer` over one split's clips and rooms, for mixing on the fly.
+
+    Arguments
+    ---------
+    data_folder : str
+        A folder prepared by :func:`prepare_spatial_scenes`.
+    split : str
+        ``"train"``, ``"valid"`` or ``"test"``.
+
+    Returns
+    -------
+    SceneMixer
+    """
+    done_file = os.path.join(data_folder, "prepare_options.json")
+    options = _saved_options(done_file)
+    if options is None:
+        raise FileNotFoundError(f"{data_folder} is not prepared (no {done_file}); run "
+                                "prepare_spatial_scenes first.")
+    mixer = _as_config(MixerConfig, options["mixer"])
+    clips = read_clips_csv(options["splits"][split]["clips_csv"])
+    by_id = {c.clip_id: c for c in clips}
+    load = functools.lru_cache(maxsize=4096)(
+        lambda clip_id: load_clip(by_id[clip_id], mixer.sample_rate))
+    bank = RIRBank.load(options["splits"][split]["rir_bank"])
+    return SceneMixer(clips, bank, ZoneVocabulary(options["zones"]), load, mixer)
+
+
+def _write_clip_list(data_folder, split, clips):
+    """Writes a split's clips as a user-format CSV (one row per caption)."""
+    path = os.path.join(data_folder, "splits", f"{split}.csv")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "caption", "label"])
+        for clip in clips:
+            for caption in clip.captions:
+                writer.writerow([clip.path, caption, clip.label or ""])
+    os.replace(tmp, path)
+    return os.path.abspath(path)
 
 
 def _render_manifest(data_folder, name, manifest_index, counts, scene_mixer, seed):

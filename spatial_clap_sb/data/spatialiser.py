@@ -45,7 +45,8 @@ class SpatialiserConfig:
     room_size_min, room_size_max : tuple of float
         Shoebox dimensions (x width, y depth, z height) are drawn between these (m).
     rt60_range : tuple of float
-        Reverberation time (s); turned into wall absorption by Sabine's formula.
+        Reverberation time (s); turned into wall absorption by Sabine's formula (a
+        draw shorter than a large room allows is raised to that room's shortest).
     distance_range : tuple of float
         Source-to-pair distance (m), shortened where the room is too small.
     max_order : int
@@ -177,6 +178,12 @@ def _draw_room(rng, config):
 def _render_room(rng, config, zones, size, rt60, centre):
     import pyroomacoustics as pra
 
+    # Sabine's formula cannot go below the reverberation time of fully absorbing walls
+    # (pyroomacoustics raises there): a short draw in a large room is raised to it.
+    volume = float(np.prod(size))
+    surface = 2.0 * float(size[0] * size[1] + size[0] * size[2] + size[1] * size[2])
+    shortest = 24.0 * np.log(10.0) * volume / (pra.constants.get("c") * surface)
+    rt60 = float(max(rt60, 1.001 * shortest))
     absorption, sabine_order = pra.inverse_sabine(rt60, size)
     max_order = int(min(sabine_order, config.max_order))
     room = pra.ShoeBox(size, fs=config.sample_rate, materials=pra.Material(absorption),
@@ -246,6 +253,12 @@ def bank_key(config, zones, seed):
     return hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def rir_bank_path(cache_dir, config, zones, seed):
+    """Where the bank of this configuration is cached."""
+    return os.path.abspath(
+        os.path.join(cache_dir, f"rir_bank_{bank_key(config, zones, seed)}.npz"))
+
+
 def cached_rir_bank(cache_dir, config, zones, seed):
     """Loads the bank of this configuration from ``cache_dir``, rendering it if absent.
 
@@ -262,7 +275,7 @@ def cached_rir_bank(cache_dir, config, zones, seed):
     RIRBank
     """
     os.makedirs(cache_dir, exist_ok=True)
-    path = os.path.join(cache_dir, f"rir_bank_{bank_key(config, zones, seed)}.npz")
+    path = rir_bank_path(cache_dir, config, zones, seed)
     if os.path.exists(path):
         return RIRBank.load(path)
     logger.info("Rendering %d rooms into %s", config.n_rooms, path)

@@ -1,7 +1,8 @@
 """Stereo features: per-channel log-mel and inter-channel cues, from SpeechBrain's STFT.
 
-SpeechBrain's ``Fbank`` sums over channels on multichannel input, so the features are
-built from ``STFT`` + ``spectral_magnitude`` + ``Filterbank`` (which keep channels).
+SpeechBrain's ``Fbank`` sums over channels on multichannel input (and so does
+``spectral_magnitude``, which sums the last axis), so the per-channel power is computed
+here from SpeechBrain's ``STFT`` and passed to ``Filterbank``, which keeps channels.
 
 Output channels of :class:`StereoFeatures` (all ``[batch, frames, n_mels]``):
 
@@ -85,7 +86,10 @@ class StereoFeatures(nn.Module):
         spec = self.stft(wavs.float())  # [B, frames, freq, 2 (re/im), 2 (channel)]
         left_re, left_im = spec[..., 0, 0], spec[..., 1, 0]
         right_re, right_im = spec[..., 0, 1], spec[..., 1, 1]
-        log_mel = self.log_mel(spectral_magnitude(spec, power=2))  # [B, frames, mels, 2]
+        # Power per channel. (spectral_magnitude sums over the LAST axis, which for
+        # multichannel STFT output is the channel axis, not real/imaginary.)
+        power = spec.pow(2).sum(dim=3)  # [B, frames, freq, 2 (channel)]
+        log_mel = self.log_mel(power)  # [B, frames, mels, 2]
         cross_re = left_re * right_re + left_im * right_im  # L * conj(R)
         cross_im = left_im * right_re - left_re * right_im
         band = self.band_sum(torch.stack([cross_re, cross_im], dim=-1))

@@ -13,8 +13,8 @@ Text tower (:class:`TextTower`): transformers encoder, mean pooling, projection.
 outputs are L2-normalised; :class:`LearnableTemperature` holds CLAP's logit scale.
 
 Every part is a constructor argument, so a HyperPyYAML file assembles the variant:
-``spatial_encoder: null`` is the mono ablation, ``content_aware: False`` on the CRNN the
-not-content-aware one.
+``use_spatial_stream: False`` is the mono ablation, ``content_aware: False`` on the CRNN
+the not-content-aware one.
 """
 import math
 
@@ -34,6 +34,8 @@ class SpatialAudioEncoder(nn.Module):
     spatial_encoder : nn.Module or None
         ``forward(wavs [B, T, 2], content_frames, lengths) -> [B, Ts, Ds]`` with
         ``output_dim``; None for a mono (content-only) model.
+    use_spatial_stream : bool
+        False drops ``spatial_encoder`` (the mono ablation, switchable from YAML).
     fusion : nn.Module
         ``forward(content, spatial) -> frames`` with ``output_dim``.
     pooling : nn.Module
@@ -42,10 +44,11 @@ class SpatialAudioEncoder(nn.Module):
         ``[B, pooled] -> [B, embedding]``, L2-normalised.
     """
 
-    def __init__(self, content_encoder, spatial_encoder, fusion, pooling, projection):
+    def __init__(self, content_encoder, spatial_encoder, fusion, pooling, projection,
+                 use_spatial_stream=True):
         super().__init__()
         self.content_encoder = content_encoder
-        self.spatial_encoder = spatial_encoder
+        self.spatial_encoder = spatial_encoder if use_spatial_stream else None
         self.fusion = fusion
         self.pooling = pooling
         self.projection = projection

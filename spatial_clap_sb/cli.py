@@ -1,0 +1,307 @@
+"""``spatial-clap``: command line of an exported Spatial-CLAP model.
+
+::
+
+    spatial-clap embed    --model DIR PATH... [--output PREFIX]
+    spatial-clap search   --model DIR --text "a dog barks on the left" PATH... [--top K]
+    spatial-clap search   --model DIR --text "..." --embeddings PREFIX [--top K]
+    spatial-clap evaluate --model DIR --manifest test.json [--data_root DIR] [--output DIR]
+
+``PATH`` is an audio file or a folder, searched recursively for ``.wav`` and ``.flac``
+files; the files are embedded in sorted order. ``embed`` writes ``PREFIX.npy``
+(``[n_files, dim]`` float32, unit norm) and ``PREFIX.csv`` (``index,path``); ``search``
+prints the best-matching files with their cosine similarity; ``evaluate`` writes
+``metrics.json`` and PNG plots (see :mod:`spatial_clap_sb.evaluate_model`).
+
+Files must be stereo (channel 0 left); ``--allow_mono`` duplicates a mono file into both
+channels (its direction is then meaningless). An error (missing path, mono or corrupt
+file, bad manifest) ends the command with exit status 1 and a one-line message.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+
+AUDIO_EXTENSIONS = (".wav", ".flac")
+EXIT_ERROR = 1
+
+
+class CLIError(Exception):
+    """An error to report as one line (no traceback)."""
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def find_audio_files(paths):
+    """Audio files named by ``paths`` (files, or folders searched recursively).
+
+    Arguments
+    ---------
+    paths : list of str
+        Files (taken whatever their extension) and folders (searched recursively for
+        ``.wav`` and ``.flac``, case-insensitively).
+
+    Returns
+    -------
+    list of str
+        Unique normalised paths, sorted.
+
+    Raises
+    ------
+    CLIError
+        If a path does not exist, or nothing at all is found.
+    """
+    found = set()
+    for path in paths:
+        if os.path.isfile(path):
+            found.add(os.path.normpath(path))
+        elif os.path.isdir(path):
+            for folder, subfolders, files in os.walk(path):
+                subfolders.sort()
+                for name in files:
+                    if name.lower().endswith(AUDIO_EXTENSIONS):
+                        found.add(os.path.normpath(os.path.join(folder, name)))
+        else:
+            raise CLIError(f"No such file or folder: {path}")
+    if not found:
+        raise CLIError(f"No .wav or .flac file found in {', '.join(paths)}")
+    return sorted(found)
+
+
+def load_model(model_dir, savedir=None, device=None):
+    """Loads an exported model folder, checking first that it is one."""
+    if not os.path.isdir(model_dir):
+        raise CLIError(f"Model folder not found: {model_dir}")
+    if not os.path.isfile(os.path.join(model_dir, "hyperparams.yaml")):
+        raise CLIError(f"{model_dir} holds no hyperparams.yaml: not an exported "
+                       "Spatial-CLAP model folder")
+    from spatial_clap_sb.inference import SpatialCLAP
+
+    run_opts = {"device": device} if device else None
+    return SpatialCLAP.from_hparams(source=os.path.abspath(model_dir), savedir=savedir,
+                                    run_opts=run_opts)
+
+
+def _prefix(output):
+    return output[:-4] if output.endswith((".npy", ".csv")) else output
+
+
+def read_embeddings(prefix):
+    """Reads ``PREFIX.npy`` and ``PREFIX.csv`` written by ``embed``.
+
+    Returns
+    -------
+    embeddings : numpy.ndarray
+        ``[n, dim]``.
+    paths : list of str
+        The file of each row.
+    """
+    prefix = _prefix(prefix)
+    for ext in (".npy", ".csv"):
+        if not os.path.isfile(prefix + ext):
+            raise CLIError(f"Embeddings file not found: {prefix + ext}")
+    embeddings = np.load(prefix + ".npy")
+    with open(prefix + ".csv", newline="", encoding="utf-8") as f:
+        rows = sorted(csv.DictReader(f), key=lambda row: int(row["index"]))
+    paths = [row["path"] for row in rows]
+    if embeddings.ndim != 2 or len(paths) != embeddings.shape[0]:
+        raise CLIError(f"{prefix}.npy ({embeddings.shape}) and {prefix}.csv "
+                       f"({len(paths)} rows) do not match")
+    return embeddings, paths
+
+
+def write_embeddings(prefix, embeddings, paths):
+    """Writes ``PREFIX.npy`` (float32 ``[n, dim]``) and ``PREFIX.csv`` (index,path)."""
+    prefix = _prefix(prefix)
+    folder = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(folder, exist_ok=True)
+    np.save(prefix + ".npy", np.asarray(embeddings, dtype=np.float32))
+    with open(prefix + ".csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "path"])
+        writer.writerows(enumerate(paths))
+    return prefix + ".npy", prefix + ".csv"
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _embed_files(args):
+    paths = find_audio_files(args.paths)
+    model = load_model(args.model, args.savedir, args.device)
+    embeddings = model.encode_files(paths, batch_size=args.batch_size,
+                                    allow_mono=args.allow_mono, progress=True)
+    return model, embeddings.cpu().numpy(), paths
+
+
+def run_embed(args):
+    """``spatial-clap embed``."""
+    _, embeddings, paths = _embed_files(args)
+    npy, csv_path = write_embeddings(args.output, embeddings, paths)
+    print(f"Wrote {len(paths)} embeddings of size {embeddings.shape[1]} to {npy} "
+          f"and {csv_path}")
+    return 0
+
+
+def run_search(args):
+    """``spatial-clap search``."""
+    if args.top < 1:
+        raise CLIError(f"--top must be at least 1, got {args.top}")
+    if bool(args.paths) == bool(args.embeddings):
+        raise CLIError("give either audio files/folders or --embeddings PREFIX "
+                       "(from spatial-clap embed), not both or neither")
+    if args.embeddings:
+        embeddings, paths = read_embeddings(args.embeddings)
+        model = load_model(args.model, args.savedir, args.device)
+    else:
+        model, embeddings, paths = _embed_files(args)
+    for rank, (index, score) in enumerate(model.retrieve(args.text, embeddings,
+                                                         k=args.top), start=1):
+        print(f"{rank}\t{score:.4f}\t{paths[index]}")
+    return 0
+
+
+def run_evaluate(args):
+    """``spatial-clap evaluate``."""
+    from spatial_clap_sb.evaluate_model import METRICS_FILE, evaluate_manifest
+
+    if not os.path.isfile(args.manifest):
+        raise CLIError(f"Manifest not found: {args.manifest}")
+    model = load_model(args.model, args.savedir, args.device)
+    metrics = evaluate_manifest(model, args.manifest, data_root=args.data_root,
+                                output_dir=args.output, batch_size=args.batch_size,
+                                progress=True)
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)},
+                     indent=2))
+    print(f"Wrote {os.path.join(args.output, METRICS_FILE)} and plots to {args.output}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def _model_arguments(parser):
+    parser.add_argument("--model", required=True,
+                        help="exported model folder (hyperparams.yaml + *.ckpt)")
+    parser.add_argument("--savedir", default=None,
+                        help="folder for SpeechBrain's links to the model files "
+                             "(default: read the model folder directly)")
+    parser.add_argument("--device", default=None, help="e.g. cpu or cuda:0")
+    parser.add_argument("--batch_size", type=int, default=8,
+                        help="files (or scenes) embedded per step (default 8)")
+
+
+def _audio_arguments(parser, required=True):
+    parser.add_argument("paths", nargs="+" if required else "*", metavar="PATH",
+                        help="audio files or folders (searched recursively for "
+                             ".wav/.flac)")
+    parser.add_argument("--allow_mono", action="store_true",
+                        help="duplicate mono files into both channels (direction is "
+                             "then meaningless) instead of failing")
+
+
+def _evaluate_arguments(parser):
+    _model_arguments(parser)
+    parser.add_argument("--manifest", required=True, help="SpeechBrain JSON manifest")
+    parser.add_argument("--data_root", default=None,
+                        help="replaces {data_root} in the manifest (default: the "
+                             "manifest's folder)")
+    parser.add_argument("--output", default="evaluation",
+                        help="folder of metrics.json and the plots (default: evaluation)")
+    parser.set_defaults(func=run_evaluate, command="evaluate")
+
+
+def build_parser(prog=None):
+    """The ``argparse`` parser of ``spatial-clap`` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog=prog or "spatial-clap",
+        description="Spatial-CLAP: embeddings of stereo scenes and captions.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    embed = commands.add_parser("embed", help="embed audio files into PREFIX.npy/.csv")
+    _model_arguments(embed)
+    _audio_arguments(embed)
+    embed.add_argument("--output", default="embeddings",
+                       help="output prefix: writes PREFIX.npy and PREFIX.csv "
+                            "(default: embeddings)")
+    embed.set_defaults(func=run_embed)
+
+    search = commands.add_parser("search", help="rank audio files for a text query")
+    _model_arguments(search)
+    _audio_arguments(search, required=False)
+    search.add_argument("--text", required=True, help="the query caption")
+    search.add_argument("--top", type=int, default=5, help="results shown (default 5)")
+    search.add_argument("--embeddings", default=None,
+                        help="search the PREFIX.npy/.csv of 'embed' instead of files")
+    search.set_defaults(func=run_search)
+
+    evaluate = commands.add_parser("evaluate",
+                                   help="retrieval, assignment and direction metrics "
+                                        "of a scene manifest")
+    _evaluate_arguments(evaluate)
+    return parser
+
+
+def _one_line(error):
+    if isinstance(error, KeyError) and error.args:
+        message = str(error.args[0])
+    else:
+        message = str(error) or type(error).__name__
+    # The library's hint names the Python argument; here it is a flag.
+    message = message.replace("allow_mono=True", "--allow_mono")
+    return " ".join(message.split())
+
+
+def _run(parser, args):
+    """Runs ``args.func``; an expected error becomes one line on stderr and status 1."""
+    if getattr(args, "batch_size", 1) < 1:
+        parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        print(f"{parser.prog}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def main(argv=None, prog=None):
+    """Runs ``spatial-clap``; returns the exit status (0 on success, 1 on an error).
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Arguments (default: ``sys.argv[1:]``).
+    prog : str, optional
+        Program name shown in the help and error messages.
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> main(["embed", "--model", "model", "scenes/", "--output", "emb"])
+    ...  # doctest: +SKIP
+    0
+    """
+    parser = build_parser(prog)
+    return _run(parser, parser.parse_args(argv))
+
+
+def evaluate_main(argv=None, prog="evaluate.py"):
+    """``spatial-clap evaluate`` as a stand-alone program (the recipe's evaluate.py)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Evaluates an exported Spatial-CLAP model on a scene "
+        "manifest: metrics.json and PNG plots.")
+    _evaluate_arguments(parser)
+    return _run(parser, parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Model parts: stereo features, streams, fusion, text encoder, towers."""
+import math
+
+import pytest
+import torch
+
+from spatial_clap_sb.models.content import ContentCNN
+from spatial_clap_sb.models.features import StereoFeatures
+from spatial_clap_sb.models.fusion import (
+    AttentionPooling,
+    ConcatFusion,
+    CrossAttentionFusion,
+    ProjectionHead,
+)
+from spatial_clap_sb.models.spatial import SpatialCRNN
+from spatial_clap_sb.models.spatial_clap import (
+    LearnableTemperature,
+    SpatialAudioEncoder,
+    TextTower,
+)
+from spatial_clap_sb.models.text import TextEncoder
+
+SPEED_OF_SOUND = 343.0
+
+
+def delayed_noise(delay, n=16000, seed=0):
+    """White noise in which the LEFT channel leads the right by ``delay`` samples."""
+    noise = torch.randn(n + abs(delay), generator=torch.Generator().manual_seed(seed))
+    left, right = (noise[delay:], noise[:n]) if delay >= 0 else (noise[:n], noise[-delay:])
+    return torch.stack([left[:n], right[:n]], dim=-1)[None]
+
+
+def gcc_peak_lag(features, spacing=0.17, sample_rate=16000):
+    gcc = features[0, 5].mean(0)
+    max_delay = 1.25 * spacing / SPEED_OF_SOUND * sample_rate
+    return torch.linspace(-max_delay, max_delay, gcc.numel())[gcc.argmax()].item()
+
+
+def test_stereo_features_shape_and_channels():
+    features = StereoFeatures()(torch.randn(3, 32000, 2))
+    assert features.shape == (3, 6, 81, 64)
+    assert torch.isfinite(features).all()
+    cos, sin = features[:, 2], features[:, 3]
+    assert torch.allclose(cos ** 2 + sin ** 2, torch.ones_like(cos), atol=1e-3)
+
+
+@pytest.mark.parametrize("delay", [-6, -3, 3, 6])
+def test_gcc_phat_finds_the_delay_with_its_sign(delay):
+    features = StereoFeatures()(delayed_noise(delay))
+    # The left channel leading by D samples puts the GCC-PHAT peak at lag -D.
+    assert gcc_peak_lag(features) == pytest.approx(-delay, abs=0.4)
+
+
+def test_level_difference_follows_the_louder_channel():
+    wav = torch.randn(1, 16000, 2)
+    wav[..., 1] *= 0.25  # right 12 dB quieter
+    ild = StereoFeatures()(wav)[0, 4]
+    assert ild.mean().item() == pytest.approx(20 * math.log10(4), abs=1.5)
+
+
+def test_stereo_features_reject_mono():
+    with pytest.raises(ValueError, match="2"):
+        StereoFeatures()(torch.randn(2, 16000))
+
+
+def small_audio_encoder(content_aware=True, use_spatial_stream=True, fusion="concat"):
+    content = ContentCNN(n_mels=32, channels=(8, 8, 8), output_dim=16)
+    spatial = SpatialCRNN(content_dim=16, content_aware=content_aware, n_mels=32,
+                          channels=(8, 8, 8), hidden_dim=8)
+    spatial_dim = 16 if use_spatial_stream else 0
+    fusion_module = (ConcatFusion(16, spatial_dim, 32) if fusion == "concat"
+                     else CrossAttentionFusion(16, spatial_dim, 32, n_heads=2))
+    return SpatialAudioEncoder(content, spatial, fusion_module, AttentionPooling(32, 2),
+                               ProjectionHead(64, 24), use_spatial_stream=use_spatial_stream)
+
+
+@pytest.mark.parametrize("content_aware", [True, False])
+@pytest.mark.parametrize("use_spatial_stream", [True, False])
+@pytest.mark.parametrize("fusion", ["concat", "cross_attention"])
+def test_audio_encoder_variants_embed_unit_vectors(content_aware, use_spatial_stream,
+                                                    fusion):
+    encoder = small_audio_encoder(content_aware, use_spatial_stream, fusion).eval()
+    with torch.no_grad():
+        embedding = encoder(torch.randn(3, 24000, 2), torch.tensor([1.0, 0.7, 0.5]))
+    assert embedding.shape == (3, 24)
+    assert torch.allclose(embedding.norm(dim=-1), torch.ones(3), atol=1e-5)
+    has_spatial = encoder.spatial_encoder is not None
+    assert has_spatial == use_spatial_stream
+
+
+def test_mono_model_cannot_tell_left_from_right():
+    """Without the spatial stream, a scene and its mirror image embed identically."""
+    encoder = small_audio_encoder(use_spatial_stream=False).train()
+    wav = delayed_noise(5)
+    with torch.no_grad():
+        left, right = encoder(torch.cat([wav, wav.flip(-1)]))
+    assert torch.allclose(left, right, atol=1e-6)
+
+
+def test_spatial_model_tells_left_from_right():
+    encoder = small_audio_encoder().train()  # batch statistics: an untrained model
+    wav = delayed_noise(5)
+    with torch.no_grad():
+        left, right = encoder(torch.cat([wav, wav.flip(-1)]))
+    assert not torch.allclose(left, right, atol=1e-4)
+
+
+def test_content_aware_stream_depends_on_content_frames():
+    wav = torch.randn(2, 16000, 2)
+    aware = SpatialCRNN(content_dim=4, n_mels=32, channels=(4, 4, 4), hidden_dim=4).eval()
+    blind = SpatialCRNN(content_dim=4, content_aware=False, n_mels=32, channels=(4, 4, 4),
+                        hidden_dim=4).eval()
+    a, b = torch.zeros(2, 5, 4), torch.ones(2, 5, 4)
+    with torch.no_grad():
+        assert not torch.allclose(aware(wav, a), aware(wav, b))
+        assert torch.allclose(blind(wav, a), blind(wav, b))
+
+
+def test_attention_pooling_ignores_padded_frames():
+    pooling = AttentionPooling(4, n_queries=2)
+    frames = torch.randn(1, 6, 4)
+    padded = frames.clone()
+    padded[:, 3:] = 100.0
+    mask = torch.tensor([[True, True, True, False, False, False]])
+    assert torch.allclose(pooling(frames[:, :3]), pooling(padded, mask), atol=1e-6)
+
+
+def test_temperature_is_clamped():
+    temperature = LearnableTemperature(0.001, max_scale=100.0)
+    assert temperature().item() == pytest.approx(100.0)
+
+
+@pytest.fixture(scope="module")
+def frozen_text():
+    return TextEncoder()
+
+
+def test_frozen_text_encoder_caches_and_stays_out_of_checkpoints(frozen_text):
+    captions = ["a bell rings on the left", "a dog barks on the right"]
+    first = frozen_text(captions)
+    assert first.shape == (2, 384)
+    assert set(frozen_text._cache) >= set(captions)
+    assert torch.equal(first, frozen_text(captions))
+    assert not any(k.startswith("_frozen") for k in frozen_text.state_dict())
+    assert frozen_text.pretrained_parameters() == []
+
+
+def test_text_encoder_rejects_empty_captions(frozen_text):
+    with pytest.raises(ValueError, match="Caption 1"):
+        frozen_text(["a bell", "  "])
+
+
+def test_frozen_text_is_order_insensitive_enough_to_need_fine_tuning(frozen_text):
+    """Why the recipe fine-tunes the top layers: frozen sentence features of a caption
+    and its permuted-assignment twin are nearly the same vector."""
+    true, permuted = frozen_text(["a bell rings on the left and a dog barks on the right",
+                                  "a dog barks on the left and a bell rings on the right"])
+    assert torch.cosine_similarity(true, permuted, dim=0) > 0.9
+
+
+def test_top_layers_train_and_the_rest_stay_frozen():
+    encoder = TextEncoder(trainable_layers=2)
+    trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    assert trainable and all(".layer.4." in n or ".layer.5." in n for n in trainable)
+    assert len(encoder.pretrained_parameters()) == len(trainable)
+    tower = TextTower(encoder, ProjectionHead(384, 16))
+    tower(["a sound on the left"]).sum().backward()
+    assert all(p.grad is not None for p in encoder.pretrained_parameters())
+
+
+def test_text_encoder_names_a_missing_source(tmp_path):
+    with pytest.raises(OSError, match="local folder"):
+        TextEncoder(source=str(tmp_path / "missing"))
