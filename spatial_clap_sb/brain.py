@@ -10,9 +10,15 @@ Objective per batch::
     clap_loss(audio, caption)                           InfoNCE, negatives from all ranks
     + scl_weight * scl_loss(audio, caption, permuted)    SCL hard negatives
     + direction_weight * prompt loss(audio, zone prompts) one-source scenes only
+    + scene_label_weight * BCE(head(audio), head(caption); which label is in which zone)
 
-The last term names directions on their own ("a sound on the left"), the training signal
-that zero-shot direction classification needs; with ``direction_weight: 0`` it is off.
+The direction term names directions on their own ("a sound on the left"), the training
+signal that zero-shot direction classification needs. The scene-label term is a
+SELD-style auxiliary task in the joint space: one linear head, shared by both towers,
+predicts for every (label, zone) pair whether the scene has that label in that zone.
+It needs labelled sources (the generated library has them) and breaks the deadlock of
+contrastive binding: as long as neither tower tells a scene from its permuted twin,
+the SCL gradient is zero on both sides. Any term with weight 0 is off.
 
 Hyperparameters read from ``hparams``: ``zones``, ``scl_weight``, ``direction_weight``,
 ``lr_schedule`` (and ``pretrained_lr_schedule``) called per optimizer step,
@@ -65,6 +71,9 @@ class SpatialCLAPBrain(sb.Brain):
         negatives, mask = self._negative_embeddings(batch.permuted, audio)
         loss_scl = scl_loss(audio, text, negatives, mask, scale)
         loss = loss_clap + self.hparams.scl_weight * loss_scl
+        if self._scene_label_head() is not None:
+            loss = loss + self.hparams.scene_label_weight * self._scene_label_loss(
+                audio, text, batch.sources)
         if self.hparams.direction_weight > 0:
             template = random.choice(DIRECTION_TEMPLATES)
             prompts = self.modules.text_tower(direction_prompts(self.hparams.zones,
@@ -74,6 +83,32 @@ class SpatialCLAPBrain(sb.Brain):
             loss = loss + self.hparams.direction_weight * loss_dir
         self.loss_parts.append([loss_clap.item(), loss_scl.item()])
         return check_finite(loss, context=list(batch.id))
+
+    def _scene_label_head(self):
+        if getattr(self.hparams, "scene_label_weight", 0) <= 0:
+            return None
+        return self.modules["scene_label_head"] if "scene_label_head" in self.modules \
+            else None
+
+    def _scene_label_loss(self, audio, text, sources):
+        """BCE of the shared head on both towers; scenes with an unknown label skipped."""
+        labels = {label: i for i, label in enumerate(self.hparams.scene_labels)}
+        zones = [z["name"] for z in self.hparams.zones]
+        targets = audio.new_zeros(len(sources), len(labels) * len(zones))
+        known = []
+        for row, scene in enumerate(sources):
+            if not scene or any(s.get("label") not in labels for s in scene):
+                continue
+            known.append(row)
+            for source in scene:
+                targets[row, labels[source["label"]] * len(zones)
+                        + zones.index(source["zone"])] = 1.0
+        if not known:
+            return audio.sum() * 0.0
+        head = self._scene_label_head()
+        rows = torch.tensor(known, device=audio.device)
+        return sum(torch.nn.functional.binary_cross_entropy_with_logits(
+            head(embedding[rows]), targets[rows]) for embedding in (audio, text)) / 2
 
     def _negative_embeddings(self, permuted, audio):
         """Encodes each scene's permuted captions into ``[B, P, D]`` plus a mask."""

@@ -292,8 +292,11 @@ def scl_loss(audio_emb, text_emb, negative_text_emb, negative_mask, logit_scale)
     a = audio_emb[has_negative]
     pos = (a * text_emb[has_negative]).sum(dim=-1, keepdim=True)  # [R, 1]
     neg = torch.einsum("rd,rpd->rp", a, negative_text_emb[has_negative])  # [R, P]
-    neg = neg.masked_fill(~negative_mask[has_negative], float("-inf"))
     logits = scale * torch.cat([pos, neg], dim=1)
+    # Mask after scaling: -inf * scale would give the scale a NaN gradient (0 * -inf).
+    valid = torch.cat([torch.ones_like(pos, dtype=torch.bool),
+                       negative_mask[has_negative]], dim=1)
+    logits = logits.masked_fill(~valid, float("-inf"))
     targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, targets)
 

@@ -318,3 +318,17 @@ def test_clap_loss_ddp_gather_matches_single_process(tmp_path):
             # DDP-averaged gradients of replicated parameters, including the scale
             for key in ("w_audio_grad", "w_text_grad", "log_scale_grad"):
                 torch.testing.assert_close(out[key], single[key], atol=1e-6, rtol=0)
+
+
+def test_scl_loss_with_padded_negatives_gives_finite_scale_gradient():
+    """Rows with fewer negatives than others are padded; the padding must not turn the
+    logit scale's gradient into NaN (regression: -inf was multiplied by the scale)."""
+    torch.manual_seed(0)
+    audio = F.normalize(torch.randn(3, 8), dim=-1)
+    text = F.normalize(torch.randn(3, 8), dim=-1)
+    negatives = F.normalize(torch.randn(3, 4, 8), dim=-1)
+    mask = torch.tensor([[True, True, True, True], [True, False, False, False],
+                         [False, False, False, False]])
+    scale = torch.tensor(14.0, requires_grad=True)
+    scl_loss(audio, text, negatives, mask, scale).backward()
+    assert torch.isfinite(scale.grad)

@@ -140,6 +140,7 @@ def test_frozen_text_encoder_caches_and_stays_out_of_checkpoints(frozen_text):
     first = frozen_text(captions)
     assert first.shape == (2, 384)
     assert set(frozen_text._cache) >= set(captions)
+    assert frozen_text._cache[captions[0]].shape[1] == 384  # token states
     assert torch.equal(first, frozen_text(captions))
     assert not any(k.startswith("_frozen") for k in frozen_text.state_dict())
     assert frozen_text.pretrained_parameters() == []

@@ -5,17 +5,26 @@
     python train.py hparams/spatial_clap.yaml
     torchrun --nproc_per_node=2 train.py hparams/spatial_clap.yaml   # CPU DDP (gloo)
 
-Steps: prepare the scenes (main process only; skipped when already done), train with
-SpatialCLAPBrain, evaluate the best checkpoint on every test manifest, fit the direction
-probe, write <output_folder>/test_metrics.json and export <output_folder>/model/.
+    # fine-tune an exported model on your own mono clips (spatialised here) ...
+    python train.py hparams/finetune.yaml --pretrained_model=DIR --source_csv=clips.csv
+    # ... or on your own stereo recordings, used as they are
+    python train.py hparams/finetune.yaml --pretrained_model=DIR \
+        --manifests="{train: train.json, valid: valid.json, test: test.json}"
+
+Steps: prepare the scenes (main process only; skipped when already done, and when
+``manifests`` names the user's own), load the pretrained model if fine-tuning, train
+with SpatialCLAPBrain, evaluate the best checkpoint on every test manifest, fit the
+direction probe, write <output_folder>/test_metrics.json and export <output_folder>/model/.
 """
 import json
 import os
 import sys
 
 import speechbrain as sb
+import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.parameter_transfer import Pretrainer
 
 from spatial_clap_sb.brain import SpatialCLAPBrain
 from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
@@ -27,21 +36,85 @@ PREPARE_KEYS = ("source_csv", "source_format", "audio_dir", "n_clips_per_class",
                 "scene_counts", "zones", "spatialiser", "mixer", "seed")
 
 
+def prepare_manifests(hparams):
+    """Paths of the manifests: the user's own, or those simulated by the prepare step."""
+    if hparams.get("manifests"):
+        if hparams["dynamic_mixing"]:
+            raise ValueError("dynamic_mixing needs source clips to mix; with your own "
+                             "manifests set --dynamic_mixing=False.")
+        return dict(hparams["manifests"])
+    run_on_main(prepare_spatial_scenes, kwargs={
+        "data_folder": hparams["data_folder"],
+        **{key: hparams[key] for key in PREPARE_KEYS}})
+    return {name: os.path.join(hparams["data_folder"], "manifests", f"{name}.json")
+            for name in hparams["scene_counts"]}
+
+
 def dataio_prepare(hparams, manifests):
-    """Builds the train, valid and test datasets from the prepared data."""
+    """Builds the train, valid and test datasets."""
     def dataset(name, train=False):
         return scene_dataset(manifests[name], hparams["data_folder"],
-                             hparams["sample_rate"], hparams["zones"], train=train)
+                             hparams["sample_rate"], hparams["zones"], train=train,
+                             zone_negatives=train and hparams["zone_negatives"])
 
     if hparams["dynamic_mixing"]:
         train = dynamic_scene_dataset(split_mixer(hparams["data_folder"], "train"),
                                       hparams["train_scene_counts"], hparams["seed"],
-                                      hparams["zones"])
+                                      hparams["zones"], hparams["zone_negatives"])
     else:
-        train = dataset(hparams["train_manifest"], train=True).filtered_sorted(
+        train = dataset("train", train=True).filtered_sorted(
             key_max_value={"n_sources": max(hparams["train_scene_counts"])})
-    return (train, dataset(hparams["valid_manifest"]),
-            {name: dataset(name) for name in hparams["test_manifests"]})
+    tests = [name for name in manifests if name not in ("train", "valid")]
+    return train, dataset("valid"), {name: dataset(name) for name in tests}
+
+
+def add_scene_label_head(hparams, train_set):
+    """Adds the SELD-style auxiliary head when the training sources are labelled.
+
+    Its size depends on the labels of the training data, so it is built here rather than
+    in the YAML; it is checkpointed with the run but not exported (inference needs it not).
+    """
+    if hparams["scene_label_weight"] <= 0:
+        return
+    labels = sorted({source["label"] for source in _training_sources(train_set)
+                     if source.get("label")})
+    if not labels:
+        return
+    hparams["scene_labels"] = labels
+    head = torch.nn.Linear(hparams["model"]["embedding_dim"],
+                           len(labels) * len(hparams["zones"]))
+    hparams["modules"]["scene_label_head"] = head
+    hparams["checkpointer"].add_recoverable("scene_label_head", head)
+
+
+def _training_sources(train_set):
+    mixer = getattr(train_set, "mixer", None)
+    if mixer is not None:
+        return [{"label": clip.label} for clip in mixer.clips]
+    return [source for entry in train_set.data.values()
+            for source in entry.get("sources", [])]
+
+
+def load_pretrained(hparams):
+    """Loads an exported model's weights into the modules before fine-tuning.
+
+    A checkpoint of this run, when there is one, is recovered afterwards by fit() and
+    takes precedence, so an interrupted fine-tuning resumes where it stopped.
+    """
+    folder = hparams.get("pretrained_model")
+    if not folder:
+        return
+    modules = {name: hparams["modules"][name] for name in hparams["model"]["modules"]}
+    missing = [n for n in modules if not os.path.exists(os.path.join(folder, f"{n}.ckpt"))]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not an exported Spatial-CLAP model: no "
+                                f"{', '.join(m + '.ckpt' for m in missing)}.")
+    pretrainer = Pretrainer(
+        collect_in=os.path.join(hparams["save_folder"], "pretrained"), loadables=modules,
+        paths={name: os.path.abspath(os.path.join(folder, f"{name}.ckpt"))
+               for name in modules})
+    run_on_main(pretrainer.collect_files)
+    pretrainer.load_collected()
 
 
 def test_and_probe(brain, valid_set, test_sets, hparams):
@@ -53,17 +126,15 @@ def test_and_probe(brain, valid_set, test_sets, hparams):
                        test_loader_kwargs=dict(loader_opts))  # SB mutates the dict
         results[name] = brain.last_metrics
     probe_sets = [n for n, r in results.items() if "direction_acc" in r]
-    if probe_sets:
-        valid = brain.embed_dataset(valid_set, loader_opts)
-        fit = [i for i, z in enumerate(valid.zone_index) if z >= 0]
-        valid_audio = valid.audio_matrix()
-        for name in probe_sets:
-            test = brain.embed_dataset(test_sets[name], loader_opts)
-            score = [i for i, z in enumerate(test.zone_index) if z >= 0]
-            results[name]["direction_probe_acc"] = direction_probe_accuracy(
-                valid_audio[fit], [valid.zone_index[i] for i in fit],
-                test.audio_matrix()[score], [test.zone_index[i] for i in score],
-                n_zones=len(hparams["zones"]))
+    valid = brain.embed_dataset(valid_set, loader_opts) if probe_sets else None
+    fit = [i for i, z in enumerate(valid.zone_index) if z >= 0] if valid else []
+    for name in probe_sets if fit else []:
+        test = brain.embed_dataset(test_sets[name], loader_opts)
+        score = [i for i, z in enumerate(test.zone_index) if z >= 0]
+        results[name]["direction_probe_acc"] = direction_probe_accuracy(
+            valid.audio_matrix()[fit], [valid.zone_index[i] for i in fit],
+            test.audio_matrix()[score], [test.zone_index[i] for i in score],
+            n_zones=len(hparams["zones"]))
     return results
 
 
@@ -72,15 +143,13 @@ def main():
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, overrides)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
-                                   overrides=overrides)
+    sb.create_experiment_directory(hparams["output_folder"],
+                                   hyperparams_to_save=hparams_file, overrides=overrides)
 
-    run_on_main(prepare_spatial_scenes, kwargs={
-        "data_folder": hparams["data_folder"],
-        **{key: hparams[key] for key in PREPARE_KEYS}})
-    manifests = {name: os.path.join(hparams["data_folder"], "manifests", f"{name}.json")
-                 for name in hparams["scene_counts"]}
+    manifests = prepare_manifests(hparams)
     train_set, valid_set, test_sets = dataio_prepare(hparams, manifests)
+    add_scene_label_head(hparams, train_set)
+    load_pretrained(hparams)
 
     brain = SpatialCLAPBrain(modules=hparams["modules"], opt_class=hparams["opt_class"],
                              hparams=hparams, run_opts=run_opts,
@@ -94,7 +163,8 @@ def main():
         with open(os.path.join(hparams["output_folder"], "test_metrics.json"), "w") as f:
             json.dump(results, f, indent=2)
         export_model(os.path.join(hparams["output_folder"], "model"), hparams_file,
-                     overrides, brain.modules)
+                     overrides, {name: brain.modules[name]
+                                 for name in hparams["model"]["modules"]})
     print(json.dumps({name: {k: v for k, v in r.items() if not isinstance(v, list)}
                       for name, r in results.items()}, indent=2))
 

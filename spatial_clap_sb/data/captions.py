@@ -253,6 +253,35 @@ def permuted_captions(sources, phrasing=0, zones=None):
     return captions
 
 
+def moved_captions(sources, phrasing=0, zones=None):
+    """Captions of a one-source scene with the source moved to every other zone.
+
+    Hard negatives that differ from the true caption in the direction alone (4 for the
+    five default zones); they make the text side encode where a named sound is.
+
+    Arguments
+    ---------
+    sources : list of dict
+        Exactly one source, with ``caption`` and ``zone``.
+    phrasing : int
+    zones : ZoneVocabulary or list of dict, optional
+
+    Returns
+    -------
+    list of str
+
+    Example
+    -------
+    >>> moved_captions([{"caption": "a bell rings", "zone": "left"}])[0]
+    'a bell rings on the front left'
+    """
+    zones = ZoneVocabulary.from_config(zones)
+    if len(sources) != 1:
+        raise ValueError(f"moved_captions takes one source, got {len(sources)}.")
+    return [compose_caption([dict(sources[0], zone=name)], phrasing, zones)
+            for name in zones.names if name != sources[0]["zone"]]
+
+
 def direction_prompts(zones=None, template=DIRECTION_TEMPLATES[0]):
     """Direction-only prompts for zero-shot direction classification.
 

@@ -7,7 +7,7 @@ A manifest entry (see :mod:`spatial_clap_sb.data.prepare`) becomes a batch item 
 - ``permuted``: the permuted-assignment captions in the same phrasing (SCL negatives)
 - ``captions``: every phrasing (several captions per clip, for retrieval metrics)
 - ``zone_index``: the zone of a one-source scene, -1 for several sources
-- ``n_sources``
+- ``n_sources`` and ``sources`` (per source: caption, label, zone, ...)
 
 Stored scenes come from a manifest (:func:`scene_dataset`); training scenes can also be
 mixed on the fly (:func:`dynamic_scene_dataset`). User recordings enter here too: any manifest with ``wav``, ``caption`` and, for the
@@ -24,13 +24,16 @@ from spatial_clap_sb.data.captions import (
     N_PHRASINGS,
     ZoneVocabulary,
     compose_caption,
+    moved_captions,
     permuted_captions,
 )
 
-OUTPUT_KEYS = ["id", "sig", "caption", "permuted", "captions", "zone_index", "n_sources"]
+OUTPUT_KEYS = ["id", "sig", "caption", "permuted", "captions", "zone_index", "n_sources",
+               "sources"]
 
 
-def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False):
+def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False,
+                  zone_negatives=False):
     """Builds a ``DynamicItemDataset`` of the scenes of a manifest.
 
     Arguments
@@ -45,6 +48,9 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
         The zone vocabulary of the captions.
     train : bool
         Draw a random caption phrasing per example (text augmentation).
+    zone_negatives : bool
+        Give one-source scenes their other-zone captions as hard negatives (training
+        only: evaluation's assignment accuracy counts scenes with negatives).
 
     Returns
     -------
@@ -64,10 +70,10 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
         return torch.from_numpy(load_stereo(wav, sample_rate))
 
     dataset.add_dynamic_item(audio_pipeline)
-    return _add_scene_pipelines(dataset, zones, train)
+    return _add_scene_pipelines(dataset, zones, train, zone_negatives)
 
 
-def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None):
+def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None, zone_negatives=False):
     """Training scenes mixed on the fly: every epoch hears new mixtures.
 
     Each item draws a new scene (clips, room, zones, levels) from the mixer, seeded by
@@ -83,6 +89,8 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None):
         ``{n_sources: count}`` scenes per epoch.
     seed : int
     zones : ZoneVocabulary or list of dict, optional
+    zone_negatives : bool
+        Give one-source scenes their other-zone captions as hard negatives.
 
     Returns
     -------
@@ -106,10 +114,11 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None):
         yield scene["sources"]
 
     dataset.add_dynamic_item(mixing_pipeline)
-    return _add_scene_pipelines(dataset, zones, train=True)
+    dataset.mixer = mixer  # its clips tell which labels training can hear
+    return _add_scene_pipelines(dataset, zones, train=True, zone_negatives=zone_negatives)
 
 
-def _add_scene_pipelines(dataset, zones, train):
+def _add_scene_pipelines(dataset, zones, train, zone_negatives=False):
     """Caption, hard-negative and zone items shared by stored and mixed scenes."""
     zones = ZoneVocabulary.from_config(zones)
 
@@ -118,7 +127,8 @@ def _add_scene_pipelines(dataset, zones, train):
     def text_pipeline(captions, sources):
         phrasing = random.randrange(len(captions)) if train else 0
         yield captions[phrasing]
-        yield _hard_negatives(captions[phrasing], sources, phrasing, zones)
+        yield _hard_negatives(captions[phrasing], sources, phrasing, zones,
+                              zone_negatives)
 
     @sb.utils.data_pipeline.takes("sources")
     @sb.utils.data_pipeline.provides("zone_index", "n_sources")
@@ -147,14 +157,17 @@ def _complete_entry(manifest_path, entry_id, entry):
     entry.setdefault("sources", [])
 
 
-def _hard_negatives(caption, sources, phrasing, zones):
+def _hard_negatives(caption, sources, phrasing, zones, zone_negatives=False):
     """Permuted-assignment captions, when the caption follows the composition rule.
 
-    A user's free-form caption has no well-defined permutation, so it gets none (a
-    negative in another style than the positive would be trivially easy).
+    With ``zone_negatives``, a one-source scene gets its caption with the source moved
+    to every other zone. A user's free-form caption has no well-defined permutation, so
+    it gets none (a negative in another style than the positive would be trivially easy).
     """
-    if len(sources) < 2 or phrasing >= N_PHRASINGS:
+    if not sources or phrasing >= N_PHRASINGS:
         return []
     if caption != compose_caption(sources, phrasing, zones):
         return []
+    if len(sources) == 1:
+        return moved_captions(sources, phrasing, zones) if zone_negatives else []
     return permuted_captions(sources, phrasing, zones)

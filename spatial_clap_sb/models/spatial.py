@@ -1,11 +1,22 @@
 """Content-aware spatial stream: a SELD-style CRNN over inter-channel cues.
 
 Conv blocks read per-channel log-mel, IPD (cos/sin), ILD and GCC-PHAT
-(:class:`~spatial_clap_sb.models.features.StereoFeatures`); each frame is then joined
-with the content frame of the same instant before a bidirectional GRU, so the stream
-learns the direction of *each* sound rather than one global "where". With
-``content_aware=False`` the stream is blind to content (the ablation).
+(:class:`~spatial_clap_sb.models.features.StereoFeatures`) and keep a coarse frequency
+axis. The content frames then condition the spatial frames, in one of two ways:
+
+- ``conditioning="concat"`` (default): the content frame is concatenated to the
+  flattened spatial frame (frequency bands x channels) of the same instant;
+- ``conditioning="frequency_attention"``: each content frame emits a few
+  queries that attend over the frequency bands of the spatial maps, so each query reads
+  the inter-channel cues *where its sound has energy*: the direction of each sound,
+  even when the sounds overlap in time (they mostly differ in frequency). In 150-step
+  probes with an oracle text side it learned the binding more slowly than concat.
+
+A bidirectional GRU follows. With ``content_aware=False`` the stream is blind to
+content (the ablation): the attention queries are learned constants instead.
 """
+import math
+
 import torch
 from torch import nn
 
@@ -21,7 +32,11 @@ class SpatialCRNN(nn.Module):
     content_dim : int
         Size of the content frames it is conditioned on.
     content_aware : bool
-        Concatenate the content frames to the spatial frames before the GRU.
+        Condition the spatial frames on the content frames.
+    conditioning : str
+        ``"frequency_attention"`` or ``"concat"`` (see the module docstring).
+    n_queries, query_dim : int
+        Attention queries per frame and their size (frequency attention).
     sample_rate, n_mels, hop_length, mic_spacing
         Feature settings (see ``StereoFeatures``).
     channels, time_pool, freq_pool : list of int
@@ -39,8 +54,12 @@ class SpatialCRNN(nn.Module):
 
     def __init__(self, content_dim, content_aware=True, sample_rate=16000, n_mels=64,
                  hop_length=25, mic_spacing=0.17, channels=(16, 32, 64),
-                 time_pool=(1, 2, 2), freq_pool=(4, 4, 2), hidden_dim=64):
+                 time_pool=(1, 2, 2), freq_pool=(4, 4, 2), hidden_dim=64,
+                 conditioning="concat", n_queries=8, query_dim=16):
         super().__init__()
+        if conditioning not in ("frequency_attention", "concat"):
+            raise ValueError(f"conditioning must be 'frequency_attention' or 'concat', "
+                             f"got {conditioning!r}.")
         self.features = StereoFeatures(sample_rate=sample_rate, n_mels=n_mels,
                                        hop_length=hop_length, mic_spacing=mic_spacing)
         self.input_norm = nn.BatchNorm2d(N_CHANNELS)
@@ -49,7 +68,13 @@ class SpatialCRNN(nn.Module):
         for f in freq_pool:
             n_freq = -(-n_freq // f)
         self.content_aware = content_aware
-        in_dim = channels[-1] * n_freq + (content_dim if content_aware else 0)
+        self.attention = None
+        if conditioning == "frequency_attention":
+            self.attention = ContentFrequencyAttention(
+                content_dim if content_aware else 0, channels[-1], n_queries, query_dim)
+            in_dim = n_queries * query_dim
+        else:
+            in_dim = channels[-1] * n_freq + (content_dim if content_aware else 0)
         self.frame_proj = nn.Sequential(nn.Linear(in_dim, 2 * hidden_dim), nn.ReLU())
         self.gru = nn.GRU(2 * hidden_dim, hidden_dim, batch_first=True,
                           bidirectional=True)
@@ -72,12 +97,61 @@ class SpatialCRNN(nn.Module):
         torch.Tensor
             ``[batch, frames', 2 * hidden_dim]``.
         """
-        x = self.convs(self.input_norm(self.features(wavs)))  # [B, C, T, F]
-        frames = x.permute(0, 2, 1, 3).flatten(2)  # [B, T, C * F]
+        maps = self.convs(self.input_norm(self.features(wavs)))  # [B, C, T, F]
+        content = None
         if self.content_aware:
             if content_frames is None:
                 raise ValueError("A content-aware spatial stream needs content frames.")
-            frames = torch.cat([frames, align_frames(content_frames, frames.shape[1])],
-                               dim=-1)
+            content = align_frames(content_frames, maps.shape[2])
+        if self.attention is not None:
+            frames = self.attention(maps, content)
+        else:
+            frames = maps.permute(0, 2, 1, 3).flatten(2)  # [B, T, C * F]
+            if content is not None:
+                frames = torch.cat([frames, content], dim=-1)
         output, _ = self.gru(self.frame_proj(frames))
         return output
+
+
+class ContentFrequencyAttention(nn.Module):
+    """Queries from content frames attend over the frequency bands of spatial maps.
+
+    Arguments
+    ---------
+    content_dim : int
+        Size of the content frames; 0 makes the queries learned constants (blind to
+        content).
+    spatial_channels : int
+        Channels of the spatial maps.
+    n_queries, query_dim : int
+        Queries per frame and the size of queries, keys and values.
+
+    Example
+    -------
+    >>> attention = ContentFrequencyAttention(8, 4, n_queries=2, query_dim=3)
+    >>> attention(torch.randn(2, 4, 5, 16), torch.randn(2, 5, 8)).shape
+    torch.Size([2, 5, 6])
+    """
+
+    def __init__(self, content_dim, spatial_channels, n_queries=8, query_dim=16):
+        super().__init__()
+        self.n_queries, self.query_dim = n_queries, query_dim
+        if content_dim:
+            self.query = nn.Linear(content_dim, n_queries * query_dim)
+        else:
+            self.static_queries = nn.Parameter(torch.randn(n_queries, query_dim))
+        self.key = nn.Linear(spatial_channels, query_dim)
+        self.value = nn.Linear(spatial_channels, query_dim)
+
+    def forward(self, maps, content=None):
+        """``maps`` ``[B, C, T, F]`` and ``content`` ``[B, T, D]`` -> ``[B, T, Q * d]``."""
+        bands = maps.permute(0, 2, 3, 1)  # [B, T, F, C]
+        batch, frames = bands.shape[:2]
+        if content is not None:
+            queries = self.query(content).view(batch, frames, self.n_queries,
+                                               self.query_dim)
+        else:
+            queries = self.static_queries.expand(batch, frames, -1, -1)
+        scores = torch.einsum("btqd,btfd->btqf", queries, self.key(bands))
+        weights = torch.softmax(scores / math.sqrt(self.query_dim), dim=-1)
+        return torch.einsum("btqf,btfd->btqd", weights, self.value(bands)).flatten(2)

@@ -81,6 +81,12 @@ class TextEncoder(nn.Module):
     trainable_layers : int or str
         0 freezes the transformer (cached, not checkpointed); N trains the top N
         layers; ``"all"`` trains everything.
+    adapter_layers : int
+        Transformer layers trained from scratch on top of the (frozen) token states,
+        before mean pooling. Mean pooling alone is almost blind to word order, and
+        which sound goes with which direction is a matter of word order.
+    adapter_heads : int
+        Attention heads of the adapter layers.
     max_length : int
         Captions are truncated to this many tokens.
     cache_size : int
@@ -93,8 +99,8 @@ class TextEncoder(nn.Module):
     torch.Size([1, 384])
     """
 
-    def __init__(self, source=OFFLINE_MINILM, trainable_layers=0, max_length=64,
-                 cache_size=200_000):
+    def __init__(self, source=OFFLINE_MINILM, trainable_layers=0, adapter_layers=0,
+                 adapter_heads=6, max_length=64, cache_size=50_000):
         super().__init__()
         tokenizer, model = _load_pretrained(source)
         self.source = source
@@ -119,6 +125,13 @@ class TextEncoder(nn.Module):
                 for layer in _transformer_layers(model)[-int(trainable_layers):]:
                     for p in layer.parameters():
                         p.requires_grad = True
+        self.adapter = None
+        if adapter_layers:
+            layer = nn.TransformerEncoderLayer(self.output_dim, adapter_heads,
+                                               dim_feedforward=2 * self.output_dim,
+                                               dropout=0.0, batch_first=True)
+            self.adapter = nn.TransformerEncoder(layer, adapter_layers,
+                                                 enable_nested_tensor=False)
 
     def pretrained_parameters(self):
         """The trainable parameters that come from the pretrained model."""
@@ -126,28 +139,41 @@ class TextEncoder(nn.Module):
             return []
         return [p for p in self.transformer.parameters() if p.requires_grad]
 
-    def _encode(self, model, captions, device):
+    def _run(self, model, captions, device):
+        """Token states ``[B, L, H]`` and the attention mask ``[B, L]``."""
         batch = self.tokenizer(list(captions), padding=True, truncation=True,
                                max_length=self.max_length, return_tensors="pt").to(device)
-        hidden = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return model(**batch).last_hidden_state, batch["attention_mask"].bool()
+
+    def _frozen_states(self, captions, device):
+        """Token states of a frozen model, from the cache where possible."""
+        missing = sorted({c for c in captions if c not in self._cache})
+        if missing:
+            model = self._frozen_model[0].to(device)
+            with torch.inference_mode():
+                hidden, mask = self._run(model, missing, device)
+            if len(self._cache) + len(missing) > self.cache_size:
+                self._cache.clear()
+            for caption, states, valid in zip(missing, hidden.float().cpu(), mask.cpu()):
+                self._cache[caption] = states[valid].clone()
+        states = [self._cache[c] for c in captions]
+        hidden = nn.utils.rnn.pad_sequence(states, batch_first=True).to(device)
+        lengths = torch.tensor([len(s) for s in states], device=device)
+        mask = torch.arange(hidden.shape[1], device=device)[None] < lengths[:, None]
+        return hidden, mask
 
     def forward(self, captions):
         """``captions`` (list of str) -> ``[batch, output_dim]`` sentence features."""
         check_captions(captions)
         device = self._device()
-        if not self.frozen:
-            return self._encode(self.transformer, captions, device)
-        missing = sorted({c for c in captions if c not in self._cache})
-        if missing:
-            model = self._frozen_model[0].to(device)
-            with torch.inference_mode():
-                encoded = self._encode(model, missing, device).float().cpu()
-            if len(self._cache) + len(missing) > self.cache_size:
-                self._cache.clear()
-            self._cache.update(zip(missing, encoded))
-        return torch.stack([self._cache[c] for c in captions]).to(device)
+        if self.frozen:
+            hidden, mask = self._frozen_states(captions, device)
+        else:
+            hidden, mask = self._run(self.transformer, captions, device)
+        if self.adapter is not None:
+            hidden = self.adapter(hidden, src_key_padding_mask=~mask)
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
     def _device(self):
         return self._device_marker.device
