@@ -20,7 +20,7 @@ from spatial_clap_sb.data.captions import (
 from spatial_clap_sb.evaluate_model import evaluate_manifest
 from spatial_clap_sb.evaluation import SceneEmbeddings, scene_metrics
 from spatial_clap_sb.plots import plot_confusion_matrix, plot_similarity_matrix
-from test_inference import REPO, SR, session_setup, stereo
+from tiny_model import REPO, SR, stereo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRIC_KEYS = ["t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_R@10",
@@ -34,26 +34,6 @@ SCENES = {
     "scene_2src_a": [("a dog barks", "left", 6), ("a car passes", "right", -6)],
     "scene_2src_b": [("a phone rings", "front-left", 3), ("water flows", "front", 0)],
 }
-
-
-@pytest.fixture(scope="session")
-def setup(tmp_path_factory):
-    return session_setup(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def model_dir(setup):
-    return setup[0]
-
-
-@pytest.fixture(scope="session")
-def model(setup):
-    return setup[2]
-
-
-@pytest.fixture(scope="session")
-def files(setup):
-    return setup[1]
 
 
 @pytest.fixture(scope="session")

@@ -101,18 +101,25 @@ def test_checkpoint_resumes(trained):
     assert len(train_losses(tmp_path / "out")) == 4
 
 
-def test_dynamic_mixing_and_ablation_switches(tmp_path):
-    """Mixing on the fly, the mono model and the not-content-aware model all train."""
+def test_dynamic_mixing_and_the_mono_ablation(tmp_path):
+    """Mixing on the fly trains the mono model, and its export has no spatial stream."""
     run_recipe(tmp_path, "--number_of_epochs=1", "--dynamic_mixing=True",
-               "--content_aware=False")
-    with open(tmp_path / "out" / "model" / "hyperparams.yaml") as f:
-        assert "content_aware: false" in f.read()
+               "--use_spatial_stream=False")
+    folder = tmp_path / "out" / "model"
+    with open(folder / "hyperparams.yaml") as f:
+        assert "use_spatial_stream: false" in f.read()
+    weights = torch.load(folder / "audio_encoder.ckpt")
+    assert not any(k.startswith("spatial_encoder") for k in weights)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_runs_under_torchrun_on_cpu(tmp_path):
-    """Two gloo processes on CPU (SyncBatchNorm conversion off)."""
+    """Two gloo processes on CPU (SyncBatchNorm conversion off), not-content-aware."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                 "--master_port=0"]
-    run_recipe(tmp_path, "--number_of_epochs=1", launcher=launcher)
+    output = run_recipe(tmp_path, "--number_of_epochs=1", "--content_aware=False",
+                        launcher=launcher)
     assert (tmp_path / "out" / "test_metrics.json").exists()
+    assert "content_aware: false" in (tmp_path / "out" / "model" /
+                                      "hyperparams.yaml").read_text()
+    assert "Going into epoch 1" in output
