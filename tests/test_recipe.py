@@ -6,6 +6,7 @@ command-line overrides), on tiny data, in a subprocess.
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -115,8 +116,11 @@ def test_dynamic_mixing_and_the_mono_ablation(tmp_path):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_runs_under_torchrun_on_cpu(tmp_path):
     """Two gloo processes on CPU (SyncBatchNorm conversion off), not-content-aware."""
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                "--master_port=0"]
+                "--master_addr=127.0.0.1", f"--master_port={port}"]
     output = run_recipe(tmp_path, "--number_of_epochs=1", "--content_aware=False",
                         launcher=launcher)
     assert (tmp_path / "out" / "test_metrics.json").exists()

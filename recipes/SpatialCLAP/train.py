@@ -139,7 +139,11 @@ def test_and_probe(brain, valid_set, test_sets, hparams):
 
 
 def main():
-    hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    argv = sys.argv[1:]
+    if not torch.cuda.is_available() and not any(
+            a.startswith("--distributed_backend") for a in argv):
+        argv.append("--distributed_backend=gloo")  # SpeechBrain's default, nccl, needs GPUs
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, overrides)
