@@ -33,9 +33,9 @@ def write_csv(clips, path):
     return str(path)
 
 
-def train(hparams_file, tmp_path, name, *extra):
+def train(hparams_file, tmp_path, name, *extra, data_folder=None):
     command = [sys.executable, "train.py", hparams_file,
-               f"--data_folder={tmp_path / name / 'data'}",
+               f"--data_folder={data_folder or tmp_path / name / 'data'}",
                f"--output_folder={tmp_path / name / 'out'}", *COMMON, *extra]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     result = subprocess.run(command, cwd=RECIPE, capture_output=True, text=True,
@@ -91,3 +91,21 @@ def test_finetune_recipe_requires_a_pretrained_model(tmp_path):
                             timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode != 0
     assert "pretrained_model" in result.stdout + result.stderr
+
+
+def test_finetuning_on_stereo_recordings_uses_the_manifests_as_they_are(runs):
+    """User stereo recordings: manifests without simulation (here, the scenes of the
+    previous run stand in for recordings; no prepare step runs)."""
+    tmp_path, default, finetuned = runs
+    data = tmp_path / "finetune" / "data" / "manifests"
+    manifests = (f"--manifests={{train: {data / 'train.json'}, valid: {data / 'valid.json'}, "
+                 f"test: {data / 'test_2src.json'}}}")
+    out = train("hparams/finetune.yaml", tmp_path, "recordings",
+                f"--pretrained_model={default / 'model'}", manifests,
+                "--dynamic_mixing=False", "--number_of_epochs=1",
+                data_folder=tmp_path / "finetune" / "data")
+    with open(out / "test_metrics.json") as f:
+        metrics = json.load(f)
+    assert set(metrics) == {"test"}
+    assert "assignment_acc" in metrics["test"]
+    assert not (tmp_path / "recordings" / "data").exists()  # nothing was simulated

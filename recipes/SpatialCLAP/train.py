@@ -62,8 +62,9 @@ def dataio_prepare(hparams, manifests):
                                       hparams["train_scene_counts"], hparams["seed"],
                                       hparams["zones"], hparams["zone_negatives"])
     else:
+        max_sources = max(k for k, n in hparams["train_scene_counts"].items() if n > 0)
         train = dataset("train", train=True).filtered_sorted(
-            key_max_value={"n_sources": max(hparams["train_scene_counts"])})
+            key_max_value={"n_sources": max_sources})
     tests = [name for name in manifests if name not in ("train", "valid")]
     return train, dataset("valid"), {name: dataset(name) for name in tests}
 
