@@ -148,9 +148,7 @@ def prepare_spatial_scenes(
 
     clips = _source_clips(data_folder, options, mixer.sample_rate, seed)
     splits = split_clips(clips, fractions=tuple(split_fractions), seed=seed)
-    load = functools.lru_cache(maxsize=4096)(
-        lambda clip_id: load_clip(by_id[clip_id], mixer.sample_rate))
-    by_id = {c.clip_id: c for c in clips}
+    load = _clip_loader(clips, mixer.sample_rate)
     resources = {}
     for split, split_clips_ in splits.items():
         resources[split] = {
@@ -190,11 +188,16 @@ def split_mixer(data_folder, split="train"):
                                 "prepare_spatial_scenes first.")
     mixer = _as_config(MixerConfig, options["mixer"])
     clips = read_clips_csv(options["splits"][split]["clips_csv"])
-    by_id = {c.clip_id: c for c in clips}
-    load = functools.lru_cache(maxsize=4096)(
-        lambda clip_id: load_clip(by_id[clip_id], mixer.sample_rate))
+    load = _clip_loader(clips, mixer.sample_rate)
     bank = RIRBank.load(options["splits"][split]["rir_bank"])
     return SceneMixer(clips, bank, ZoneVocabulary(options["zones"]), load, mixer)
+
+
+def _clip_loader(clips, sample_rate):
+    """``load(clip_id) -> mono audio``, each clip read from disk once (LRU cache)."""
+    by_id = {c.clip_id: c for c in clips}
+    return functools.lru_cache(maxsize=4096)(
+        lambda clip_id: load_clip(by_id[clip_id], sample_rate))
 
 
 def _write_clip_list(data_folder, split, clips):
