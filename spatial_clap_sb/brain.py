@@ -10,15 +10,20 @@ Objective per batch::
     clap_loss(audio, caption)                           InfoNCE, negatives from all ranks
     + scl_weight * scl_loss(audio, caption, permuted)    SCL hard negatives
     + direction_weight * prompt loss(audio, zone prompts) one-source scenes only
+    + text_consistency_weight * scl_loss(other phrasing, caption, permuted)   text only
     + scene_label_weight * BCE(head(audio), head(caption); which label is in which zone)
 
 The direction term names directions on their own ("a sound on the left"), the training
-signal that zero-shot direction classification needs. The scene-label term is a
+signal that zero-shot direction classification needs. The text-consistency term breaks
+the deadlock of contrastive binding: as long as neither tower tells a scene from its
+permuted twin, the SCL gradient on each tower is scaled by the other's (near-zero)
+difference. Asking another phrasing of the same scene to prefer its caption over the
+permuted ones separates the text side first, from the captions alone; the audio side
+then has a target to move towards. The scene-label term is a
 SELD-style auxiliary task in the joint space: one linear head, shared by both towers,
 predicts for every (label, zone) pair whether the scene has that label in that zone.
-It needs labelled sources (the generated library has them) and breaks the deadlock of
-contrastive binding: as long as neither tower tells a scene from its permuted twin,
-the SCL gradient is zero on both sides. Any term with weight 0 is off.
+It needs labelled sources (the generated library has them). Any term with weight 0 is
+off.
 
 Hyperparameters read from ``hparams``: ``zones``, ``scl_weight``, ``direction_weight``,
 ``lr_schedule`` (and ``pretrained_lr_schedule``) called per optimizer step,
@@ -48,6 +53,38 @@ logger = logging.getLogger(__name__)
 VALID_SCORE_KEYS = ("t2a_R@1", "assignment_acc", "direction_acc")
 
 
+def pick_paraphrases(captions, phrasings, rng=random):
+    """Another phrasing of each scene's caption, for the text-consistency objective.
+
+    Arguments
+    ---------
+    captions : list of str
+        The caption used for each scene in this batch.
+    phrasings : list of list of str
+        Every phrasing of each scene (``captions`` of the data pipelines).
+    rng : random.Random
+        Source of the choice among several other phrasings.
+
+    Returns
+    -------
+    paraphrases : list of str
+        A different phrasing per scene, or the caption itself where there is none.
+    usable : list of bool
+        False where a scene has no other phrasing (its row must be skipped).
+
+    Example
+    -------
+    >>> pick_paraphrases(["a on the left", "b"], [["a on the left", "on the left, a"], ["b"]])
+    (['on the left, a', 'b'], [True, False])
+    """
+    paraphrases, usable = [], []
+    for caption, options in zip(captions, phrasings):
+        others = [c for c in options if c != caption]
+        usable.append(bool(others))
+        paraphrases.append(rng.choice(others) if others else caption)
+    return paraphrases, usable
+
+
 class SpatialCLAPBrain(sb.Brain):
     """Trains and evaluates Spatial-CLAP (see the module docstring for the objective)."""
 
@@ -71,6 +108,9 @@ class SpatialCLAPBrain(sb.Brain):
         negatives, mask = self._negative_embeddings(batch.permuted, audio)
         loss_scl = scl_loss(audio, text, negatives, mask, scale)
         loss = loss_clap + self.hparams.scl_weight * loss_scl
+        if getattr(self.hparams, "text_consistency_weight", 0) > 0:
+            loss = loss + self.hparams.text_consistency_weight * \
+                self._text_consistency_loss(batch, text, negatives, mask, scale)
         if self._scene_label_head() is not None:
             loss = loss + self.hparams.scene_label_weight * self._scene_label_loss(
                 audio, text, batch.sources)
@@ -83,6 +123,20 @@ class SpatialCLAPBrain(sb.Brain):
             loss = loss + self.hparams.direction_weight * loss_dir
         self.loss_parts.append([loss_clap.item(), loss_scl.item()])
         return check_finite(loss, context=list(batch.id))
+
+    def _text_consistency_loss(self, batch, text, negatives, mask, scale):
+        """SCL on the text side: another phrasing of the scene against its permutations.
+
+        The anchor is a different phrasing of the same scene (``batch.captions``); it
+        must score its own scene's caption above the permuted-assignment captions, so
+        the text tower learns which sound goes with which direction from the captions
+        alone, without waiting for the audio tower. Rows with a single phrasing or no
+        permutation are skipped.
+        """
+        paraphrases, usable = pick_paraphrases(batch.caption, batch.captions)
+        usable = torch.tensor(usable, device=mask.device)
+        anchors = self.modules.text_tower(paraphrases)
+        return scl_loss(anchors, text, negatives, mask & usable[:, None], scale)
 
     def _scene_label_head(self):
         if getattr(self.hparams, "scene_label_weight", 0) <= 0:

@@ -79,3 +79,33 @@ def export_model(folder, hparams_file, overrides, modules):
         torch.save(module.state_dict(), tmp)
         os.replace(tmp, os.path.join(folder, f"{name}.ckpt"))
     return folder
+
+
+def check_checkpoint_fits(module, path, name, hint="was it exported with other "
+                          "hyperparameters?"):
+    """Raises ValueError when a saved state dict does not fit ``module``.
+
+    SpeechBrain's Pretrainer loads non-strictly and only logs missing weights, which
+    would leave part of a model at its random initialisation without a word.
+
+    Arguments
+    ---------
+    module : torch.nn.Module
+        The module built from the current hyperparameters.
+    path : str
+        Its ``.ckpt`` state dict.
+    name : str
+        The module's name (for the message).
+    hint : str
+        What to tell the user to check.
+    """
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    resized = sorted(k for k in set(saved) & set(expected)
+                     if tuple(saved[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or resized:
+        raise ValueError(
+            f"Checkpoint {path} does not fit the module {name!r}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, other shapes {resized[:5]} ({hint})")

@@ -43,6 +43,7 @@ from speechbrain.inference.interfaces import Pretrained
 
 from spatial_clap_sb.data.audio_io import load_stereo
 from spatial_clap_sb.data.captions import ZoneVocabulary, direction_prompts
+from spatial_clap_sb.export import check_checkpoint_fits
 from spatial_clap_sb.models.text import check_captions
 
 __all__ = ["SpatialCLAP", "window_starts", "DEFAULT_CHUNK_SECONDS"]
@@ -136,16 +137,10 @@ class SpatialCLAP(Pretrained):
         """
         paths = getattr(getattr(self.hparams, "pretrainer", None), "paths", None) or {}
         for name, path in paths.items():
-            if name not in self.mods:
-                continue
-            saved = set(torch.load(path, map_location="cpu", weights_only=True))
-            expected = set(self.mods[name].state_dict())
-            missing, unexpected = sorted(expected - saved), sorted(saved - expected)
-            if missing or unexpected:
-                raise ValueError(
-                    f"Checkpoint {path} does not fit the module {name!r} built from "
-                    f"hyperparams.yaml: missing {missing[:5]}, unexpected "
-                    f"{unexpected[:5]} (was it exported with other hyperparameters?)")
+            if name in self.mods:
+                check_checkpoint_fits(self.mods[name], path, name,
+                                      "built from hyperparams.yaml: was it exported with "
+                                      "other hyperparameters?")
 
     # ------------------------------------------------------------------ properties
 

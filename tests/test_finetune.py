@@ -109,3 +109,25 @@ def test_finetuning_on_stereo_recordings_uses_the_manifests_as_they_are(runs):
     assert set(metrics) == {"test"}
     assert "assignment_acc" in metrics["test"]
     assert not (tmp_path / "recordings" / "data").exists()  # nothing was simulated
+
+
+def test_finetuning_a_model_of_another_architecture_names_the_keys_to_set(runs):
+    """A pretrained model whose text pooling differs from finetune.yaml's must stop
+    with a message naming the checkpoint and the hyperparameters to set, not train on
+    with part of the model at random initialisation."""
+    tmp_path, default, _ = runs
+    data = tmp_path / "finetune" / "data" / "manifests"
+    manifests = (f"--manifests={{train: {data / 'train.json'}, valid: {data / 'valid.json'}, "
+                 f"test: {data / 'test_2src.json'}}}")
+    command = [sys.executable, "train.py", "hparams/finetune.yaml",
+               f"--data_folder={tmp_path / 'finetune' / 'data'}",
+               f"--output_folder={tmp_path / 'mismatch' / 'out'}", *COMMON,
+               f"--pretrained_model={default / 'model'}", manifests,
+               "--dynamic_mixing=False", "--text_pooling_queries=0"]
+    result = subprocess.run(command, cwd=RECIPE, capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1",
+                                                  OMP_NUM_THREADS="1"))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "text_tower.ckpt does not fit" in output
+    assert "text_pooling_queries" in output and "hyperparams.yaml" in output

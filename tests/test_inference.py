@@ -90,7 +90,7 @@ def test_mismatched_checkpoint_is_an_error(tmp_path):
 
 
 def test_fine_tuned_text_encoder_weights_are_loaded(tmp_path):
-    """With text_trainable_layers: all (the recipe's setting) the exported text tower
+    """With text_trainable_layers: all (fine-tuning the whole text model) the exported tower
     carries the fine-tuned transformer, which must replace the pristine MiniLM."""
     captions = ["a dog barks on the left", "a car passes on the right"]
     seen = {}

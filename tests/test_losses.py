@@ -2,6 +2,7 @@
 import datetime
 import math
 import os
+import random
 import time
 
 import pytest
@@ -332,3 +333,58 @@ def test_scl_loss_with_padded_negatives_gives_finite_scale_gradient():
     scale = torch.tensor(14.0, requires_grad=True)
     scl_loss(audio, text, negatives, mask, scale).backward()
     assert torch.isfinite(scale.grad)
+
+
+def test_text_consistency_separates_a_caption_from_its_permuted_twin():
+    """The text side of SCL (what SpatialCLAPBrain adds with text_consistency_weight):
+    trained on it alone, the text tower pulls a scene's phrasings together and pushes
+    its permuted-assignment captions away, for scenes it has not been trained on."""
+    from spatial_clap_sb.brain import pick_paraphrases
+    from spatial_clap_sb.data.captions import N_PHRASINGS, compose_caption, permuted_captions
+    from spatial_clap_sb.models.fusion import ProjectionHead
+    from spatial_clap_sb.models.spatial_clap import TextTower
+    from spatial_clap_sb.models.text import TextEncoder, pooled_size
+
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    sounds = ["a dog barks", "a bell rings", "rain falls", "a car passes", "a baby cries",
+              "water drips", "a phone rings", "birds sing"]
+    zones = ["left", "front-left", "front", "front-right", "right"]
+
+    def scenes(pairs):
+        out = []
+        for first, second in pairs:
+            placed = rng.sample(zones, 2)
+            out.append([{"caption": first, "zone": placed[0]},
+                        {"caption": second, "zone": placed[1]}])
+        return out
+
+    pairs = [(a, b) for i, a in enumerate(sounds) for b in sounds[i + 1:]]
+    rng.shuffle(pairs)
+    train, held_out = scenes(pairs[:22] * 3), scenes(pairs[22:])
+    tower = TextTower(TextEncoder(pooling_queries=2),
+                      ProjectionHead(pooled_size(384, 2), 64))
+    optimizer = torch.optim.AdamW(tower.parameters(), lr=1e-3)
+
+    def separation(sources_list):
+        with torch.no_grad():
+            true = tower([compose_caption(s) for s in sources_list])
+            swapped = tower([permuted_captions(s)[0] for s in sources_list])
+        return (true * swapped).sum(-1).mean().item()
+
+    before = separation(held_out)
+    for _ in range(60):
+        batch = rng.sample(train, 16)
+        phrasing = [rng.randrange(N_PHRASINGS) for _ in batch]
+        captions = [compose_caption(s, p) for s, p in zip(batch, phrasing)]
+        every = [[compose_caption(s, q) for q in range(N_PHRASINGS)] for s in batch]
+        paraphrases, usable = pick_paraphrases(captions, every, rng)
+        assert all(usable)
+        negatives = tower([permuted_captions(s, p)[0] for s, p in zip(batch, phrasing)])
+        loss = scl_loss(tower(paraphrases), tower(captions), negatives[:, None], None, 10.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = separation(held_out)
+    assert before > 0.9          # order-blind at the start
+    assert after < before - 0.1  # and no longer after training on other scenes

