@@ -28,7 +28,8 @@ off.
 Hyperparameters read from ``hparams``: ``zones``, ``scl_weight``, ``direction_weight``,
 ``lr_schedule`` (and ``pretrained_lr_schedule``) called per optimizer step,
 ``opt_class`` and ``pretrained_opt_class``, ``sync_batchnorm``, ``train_logger``,
-``epoch_counter``, ``checkpointer``.
+``epoch_counter``, ``checkpointer``; optional (off when absent):
+``text_consistency_weight``, ``scene_label_weight``.
 """
 import logging
 import random
