@@ -11,7 +11,6 @@ Objective per batch::
     + scl_weight * scl_loss(audio, caption, permuted)    SCL hard negatives
     + direction_weight * prompt loss(audio, zone prompts) one-source scenes only
     + text_consistency_weight * scl_loss(other phrasing, caption, permuted)   text only
-    + scene_label_weight * BCE(head(audio), head(caption); which label is in which zone)
 
 The direction term names directions on their own ("a sound on the left"), the training
 signal that zero-shot direction classification needs. The text-consistency term breaks
@@ -19,17 +18,13 @@ the deadlock of contrastive binding: as long as neither tower tells a scene from
 permuted twin, the SCL gradient on each tower is scaled by the other's (near-zero)
 difference. Asking another phrasing of the same scene to prefer its caption over the
 permuted ones separates the text side first, from the captions alone; the audio side
-then has a target to move towards. The scene-label term is a
-SELD-style auxiliary task in the joint space: one linear head, shared by both towers,
-predicts for every (label, zone) pair whether the scene has that label in that zone.
-It needs labelled sources (the generated library has them). Any term with weight 0 is
-off.
+then has a target to move towards. Any term with weight 0 is off.
 
 Hyperparameters read from ``hparams``: ``zones``, ``scl_weight``, ``direction_weight``,
 ``lr_schedule`` (and ``pretrained_lr_schedule``) called per optimizer step,
 ``opt_class`` and ``pretrained_opt_class``, ``sync_batchnorm``, ``train_logger``,
 ``epoch_counter``, ``checkpointer``; optional (off when absent):
-``text_consistency_weight``, ``scene_label_weight``.
+``text_consistency_weight``.
 """
 import logging
 import random
@@ -112,9 +107,6 @@ class SpatialCLAPBrain(sb.Brain):
         if getattr(self.hparams, "text_consistency_weight", 0) > 0:
             loss = loss + self.hparams.text_consistency_weight * \
                 self._text_consistency_loss(batch, text, negatives, mask, scale)
-        if self._scene_label_head() is not None:
-            loss = loss + self.hparams.scene_label_weight * self._scene_label_loss(
-                audio, text, batch.sources)
         if self.hparams.direction_weight > 0:
             template = random.choice(DIRECTION_TEMPLATES)
             prompts = self.modules.text_tower(direction_prompts(self.hparams.zones,
@@ -138,32 +130,6 @@ class SpatialCLAPBrain(sb.Brain):
         usable = torch.tensor(usable, device=mask.device)
         anchors = self.modules.text_tower(paraphrases)
         return scl_loss(anchors, text, negatives, mask & usable[:, None], scale)
-
-    def _scene_label_head(self):
-        if getattr(self.hparams, "scene_label_weight", 0) <= 0:
-            return None
-        return self.modules["scene_label_head"] if "scene_label_head" in self.modules \
-            else None
-
-    def _scene_label_loss(self, audio, text, sources):
-        """BCE of the shared head on both towers; scenes with an unknown label skipped."""
-        labels = {label: i for i, label in enumerate(self.hparams.scene_labels)}
-        zones = [z["name"] for z in self.hparams.zones]
-        targets = audio.new_zeros(len(sources), len(labels) * len(zones))
-        known = []
-        for row, scene in enumerate(sources):
-            if not scene or any(s.get("label") not in labels for s in scene):
-                continue
-            known.append(row)
-            for source in scene:
-                targets[row, labels[source["label"]] * len(zones)
-                        + zones.index(source["zone"])] = 1.0
-        if not known:
-            return audio.sum() * 0.0
-        head = self._scene_label_head()
-        rows = torch.tensor(known, device=audio.device)
-        return sum(torch.nn.functional.binary_cross_entropy_with_logits(
-            head(embedding[rows]), targets[rows]) for embedding in (audio, text)) / 2
 
     def _negative_embeddings(self, permuted, audio):
         """Encodes each scene's permuted captions into ``[B, P, D]`` plus a mask."""

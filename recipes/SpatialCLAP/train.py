@@ -69,33 +69,6 @@ def dataio_prepare(hparams, manifests):
     return train, dataset("valid"), {name: dataset(name) for name in tests}
 
 
-def add_scene_label_head(hparams, train_set):
-    """Adds the SELD-style auxiliary head when the training sources are labelled.
-
-    Its size depends on the labels of the training data, so it is built here rather than
-    in the YAML; it is checkpointed with the run but not exported (inference needs it not).
-    """
-    if hparams["scene_label_weight"] <= 0:
-        return
-    labels = sorted({source["label"] for source in _training_sources(train_set)
-                     if source.get("label")})
-    if not labels:
-        return
-    hparams["scene_labels"] = labels
-    head = torch.nn.Linear(hparams["model"]["embedding_dim"],
-                           len(labels) * len(hparams["zones"]))
-    hparams["modules"]["scene_label_head"] = head
-    hparams["checkpointer"].add_recoverable("scene_label_head", head)
-
-
-def _training_sources(train_set):
-    mixer = getattr(train_set, "mixer", None)
-    if mixer is not None:
-        return [{"label": clip.label} for clip in mixer.clips]
-    return [source for entry in train_set.data.values()
-            for source in entry.get("sources", [])]
-
-
 def load_pretrained(hparams):
     """Loads an exported model's weights into the modules before fine-tuning.
 
@@ -158,7 +131,6 @@ def main():
 
     manifests = prepare_manifests(hparams)
     train_set, valid_set, test_sets = dataio_prepare(hparams, manifests)
-    add_scene_label_head(hparams, train_set)
     load_pretrained(hparams)
 
     brain = SpatialCLAPBrain(modules=hparams["modules"], opt_class=hparams["opt_class"],

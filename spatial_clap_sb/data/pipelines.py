@@ -114,7 +114,6 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None, zone_negative
         yield scene["sources"]
 
     dataset.add_dynamic_item(mixing_pipeline)
-    dataset.mixer = mixer  # its clips tell which labels training can hear
     return _add_scene_pipelines(dataset, zones, train=True, zone_negatives=zone_negatives)
 
 
