@@ -1,8 +1,11 @@
 """Content-aware spatial stream: a SELD-style CRNN over inter-channel cues.
 
 Conv blocks read per-channel log-mel, IPD (cos/sin), ILD and GCC-PHAT
-(:class:`~spatial_clap_sb.models.features.StereoFeatures`) and keep a coarse frequency
-axis. The content frames then condition the spatial frames, in one of two ways:
+(:class:`~spatial_clap_sb.models.features.StereoFeatures`) and keep a frequency axis
+(16 of the 64 bands by default): in a mixture each sound's direction shows in the bands
+where it has energy, so pooling frequency away early blurs which direction goes with
+which sound (an oracle-supervised probe bound 3-source scenes at 0.47 with 2 bands and
+0.63 with 16). The content frames then condition the spatial frames, in one of two ways:
 
 - ``conditioning="concat"`` (default): the content frame is concatenated to the
   flattened spatial frame (frequency bands x channels) of the same instant;
@@ -54,7 +57,7 @@ class SpatialCRNN(nn.Module):
 
     def __init__(self, content_dim, content_aware=True, sample_rate=16000, n_mels=64,
                  hop_length=25, mic_spacing=0.17, channels=(16, 32, 64),
-                 time_pool=(1, 2, 2), freq_pool=(4, 4, 2), hidden_dim=64,
+                 time_pool=(1, 2, 2), freq_pool=(2, 2, 1), hidden_dim=64,
                  conditioning="concat", n_queries=8, query_dim=16):
         super().__init__()
         if conditioning not in ("frequency_attention", "concat"):
