@@ -14,7 +14,9 @@ For each multi-source test set (``test_2src``, ``test_3src``), with an exported 
   (near 1: the text side barely tells them apart, so the audio must be very precise).
 
 Scenes are grouped by the smallest zone distance between two of their sources
-(1 = adjacent zones such as left / front-left).
+(1 = adjacent zones such as left / front-left). Both accuracies are
+:func:`~spatial_clap_sb.metrics.assignment_accuracy_from_embeddings`, the metric of the
+recipe.
 """
 import argparse
 import json
@@ -25,40 +27,39 @@ import numpy as np
 
 from spatial_clap_sb.data.captions import compose_caption, permuted_captions
 from spatial_clap_sb.inference import SpatialCLAP
+from spatial_clap_sb.metrics import assignment_accuracy_from_embeddings
 
 
-def smallest_zone_distance(sources, zone_names):
-    """Smallest distance, in zones, between two of a scene's sources."""
-    return int(min(np.diff(sorted(zone_names.index(s["zone"]) for s in sources))))
-
-
-def breakdown(model, entries, data_folder, zones):
-    """Per scene: audio correct, text correct, closest-permutation cosine, zone distance."""
-    zone_names = [zone["name"] for zone in zones]
+def embed_test_set(model, entries, data_folder):
+    """Audio, caption (phrasing 0), paraphrase (phrasing 1) and permuted-caption
+    embeddings of a test set whose scenes all have the same number of sources."""
+    zones = model.zones
     paths = [entry["wav"].replace("{data_root}", data_folder) for entry in entries]
-    audio = model.encode_files(paths, batch_size=32)
-    rows = []
-    for embedding, entry in zip(audio, entries):
-        sources = entry["sources"]
-        captions = model.encode_text([compose_caption(sources, 0, zones)]
-                                     + permuted_captions(sources, 0, zones))
-        paraphrase = model.encode_text([compose_caption(sources, 1, zones)])[0]
-        true, permuted = captions[0], captions[1:]
-        rows.append((bool(true @ embedding > (permuted @ embedding).max()),
-                     bool(true @ paraphrase > (permuted @ paraphrase).max()),
-                     float((permuted @ true).max()),
-                     smallest_zone_distance(sources, zone_names)))
-    return rows
+    sources = [entry["sources"] for entry in entries]
+    permuted = [permuted_captions(s, 0, zones) for s in sources]
+    if len({len(p) for p in permuted}) != 1:
+        raise ValueError("Every scene of a test set needs the same number of sources.")
+    flat = [caption for captions in permuted for caption in captions]
+    return dict(
+        audio=model.encode_files(paths, batch_size=32).numpy(),
+        caption=model.encode_text([compose_caption(s, 0, zones) for s in sources]).numpy(),
+        paraphrase=model.encode_text([compose_caption(s, 1, zones)
+                                      for s in sources]).numpy(),
+        permuted=model.encode_text(flat).numpy().reshape(len(sources), len(permuted[0]),
+                                                         -1),
+        gap=np.array([zones.smallest_gap([x["zone"] for x in s]) for s in sources]))
 
 
-def report(name, rows):
-    audio, text, cosine, distance = map(np.array, zip(*rows))
-    print(f"{name} ({len(rows)} scenes): audio {audio.mean():.3f}, text {text.mean():.3f}, "
-          f"caption.permuted {cosine.mean():.3f}")
-    for d in sorted(set(distance)):
-        chosen = distance == d
-        print(f"  zones apart {d}: {int(chosen.sum())} scenes, audio "
-              f"{audio[chosen].mean():.3f}, text {text[chosen].mean():.3f}")
+def report(name, emb):
+    closest = np.einsum("nd,npd->np", emb["caption"], emb["permuted"]).max(1)
+    groups = [("all", np.ones(len(emb["gap"]), bool))]
+    groups += [(f"zones apart {g}", emb["gap"] == g) for g in sorted(set(emb["gap"]))]
+    print(f"{name}: caption.permuted {closest.mean():.3f}")
+    for label, rows in groups:
+        audio, text = (assignment_accuracy_from_embeddings(
+            emb[anchor][rows], emb["caption"][rows], emb["permuted"][rows])
+            for anchor in ("audio", "paraphrase"))
+        print(f"  {label}: {int(rows.sum())} scenes, audio {audio:.3f}, text {text:.3f}")
 
 
 def main():
@@ -70,12 +71,11 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         model = SpatialCLAP.from_hparams(source=args.model,
                                          savedir=os.path.join(folder, "model"))
-        zones = model.hparams.zones
         for name in args.tests:
             manifest = os.path.join(args.data_folder, "manifests", f"{name}.json")
             with open(manifest, encoding="utf-8") as f:
                 entries = list(json.load(f).values())
-            report(name, breakdown(model, entries, args.data_folder, zones))
+            report(name, embed_test_set(model, entries, args.data_folder))
 
 
 if __name__ == "__main__":

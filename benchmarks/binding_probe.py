@@ -27,9 +27,12 @@ import torch
 import torch.nn.functional as F
 import yaml
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.nnet.schedulers import WarmCoolDecayLRSchedule
 
+from spatial_clap_sb.data.captions import ZoneVocabulary
 from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
 from spatial_clap_sb.data.prepare import split_mixer
+from spatial_clap_sb.metrics import assignment_accuracy
 
 
 class ZoneHead(torch.nn.Module):
@@ -44,45 +47,40 @@ class ZoneHead(torch.nn.Module):
         return self.linear(embeddings * self.scale).view(-1, *self.shape)
 
 
-def source_targets(batch_sources, class_index, zone_names):
-    """Rows, classes and zones of every source in a batch (for the cross-entropy)."""
-    rows, classes, zones = [], [], []
+def source_targets(batch_sources, class_index, zones):
+    """Rows, classes and zone indices of every source in a batch (for the cross-entropy)."""
+    rows, classes, targets = [], [], []
     for row, sources in enumerate(batch_sources):
         for source in sources:
             rows.append(row)
             classes.append(class_index[source["label"]])
-            zones.append(zone_names.index(source["zone"]))
-    return rows, classes, torch.tensor(zones)
+            targets.append(zones.index(source["zone"]))
+    return rows, classes, torch.tensor(targets)
 
 
-def assignment_correct(log_probs, classes, zones):
-    """True when the true class-to-zone assignment outscores every permutation."""
+def assignment_scores(log_probs, classes, zones):
+    """Head score of the true class-to-zone assignment and of every permutation."""
     def score(assignment):
         return sum(float(log_probs[c, z]) for c, z in zip(classes, assignment))
-    true = score(zones)
-    return all(true > score(p) for p in itertools.permutations(zones) if list(p) != zones)
+    return score(zones), [score(p) for p in itertools.permutations(zones)
+                          if list(p) != zones]
 
 
-def learning_rate(step, steps, peak, warmup=30, cooldown_fraction=0.3):
-    """Linear warm-up, constant, then linear decay to 0 over the last steps."""
-    cooldown = cooldown_fraction * steps
-    decay = min(1.0, (steps - step) / cooldown) if cooldown else 1.0
-    return peak * min(1.0, (step + 1) / warmup) * max(decay, 0.0)
-
-
-def train(audio, head, loader, steps, peak_lr, class_index, zone_names):
+def train(audio, head, loader, steps, peak_lr, class_index, zones):
     params = list(audio.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.01)
+    # The recipe's schedule: warm-up, constant, last 30% of the steps decayed to 0.
+    schedule = WarmCoolDecayLRSchedule(lr=peak_lr, warmup=30, cooldown=int(0.3 * steps),
+                                       total_steps=steps, decay_factor=1.0)
     audio.train()
     start, losses = time.time(), []
     for step, batch in enumerate(loader):
         if step >= steps:
             break
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, steps, peak_lr)
+        schedule(optimizer, step + 1)
         logits = head(audio(batch.sig.data))
-        rows, classes, zones = source_targets(batch.sources, class_index, zone_names)
-        loss = F.cross_entropy(logits[rows, classes], zones)
+        rows, classes, targets = source_targets(batch.sources, class_index, zones)
+        loss = F.cross_entropy(logits[rows, classes], targets)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -93,24 +91,30 @@ def train(audio, head, loader, steps, peak_lr, class_index, zone_names):
                   f"({(time.time() - start) / (step + 1):.2f} s/step)", flush=True)
 
 
-def evaluate(audio, head, dataset, class_index, zone_names, limit):
+def evaluate(audio, head, dataset, class_index, zones, limit):
     """Assignment accuracy overall and by the smallest zone distance of the scene."""
     loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=100)
     audio.eval()
-    correct, gaps = [], []
+    true_scores, permuted_scores, gaps = [], [], []
     with torch.no_grad():
         for batch in loader:
             log_probs = head(audio(batch.sig.data)).log_softmax(-1)
             for row, sources in enumerate(batch.sources):
-                classes = [class_index[s["label"]] for s in sources]
-                zones = [zone_names.index(s["zone"]) for s in sources]
-                correct.append(assignment_correct(log_probs[row], classes, zones))
-                gaps.append(int(min(np.diff(sorted(zones)))))
-            if len(correct) >= limit:
+                true, permuted = assignment_scores(
+                    log_probs[row], [class_index[s["label"]] for s in sources],
+                    [zones.index(s["zone"]) for s in sources])
+                true_scores.append(true)
+                permuted_scores.append(permuted)
+                gaps.append(zones.smallest_gap([s["zone"] for s in sources]))
+            if len(gaps) >= limit:
                 break
-    correct, gaps = np.array(correct), np.array(gaps)
-    by_gap = {int(g): round(float(correct[gaps == g].mean()), 3) for g in sorted(set(gaps))}
-    return float(correct.mean()), by_gap
+    audio.train()
+    true_scores, permuted_scores = np.array(true_scores), np.array(permuted_scores)
+    gaps = np.array(gaps)
+    by_gap = {int(g): round(assignment_accuracy(true_scores[gaps == g],
+                                                permuted_scores[gaps == g]), 3)
+              for g in sorted(set(gaps))}
+    return assignment_accuracy(true_scores, permuted_scores), by_gap
 
 
 def main():
@@ -127,25 +131,26 @@ def main():
     torch.manual_seed(args.seed)
     with open(args.model_yaml, encoding="utf-8") as f:
         model = load_hyperpyyaml(f, yaml.safe_load(args.overrides))
-    zone_names = [zone["name"] for zone in model["zones"]]
+    zones = ZoneVocabulary.from_config(model["zones"])
     mixer = split_mixer(args.data_folder, "train")
     labels = sorted({clip.label for clip in mixer.clips if clip.label is not None})
     if not labels:
         raise ValueError(f"{args.data_folder}: the probe needs labelled source clips.")
     class_index = {label: i for i, label in enumerate(labels)}
     audio = model["audio_encoder"]
-    head = ZoneHead(model["embedding_dim"], len(labels), len(zone_names))
+    head = ZoneHead(model["embedding_dim"], len(labels), len(zones))
     n_scenes = args.steps * args.batch_size  # one pass, 3:5 one- to two-source scenes
-    scenes = dynamic_scene_dataset(mixer, {1: 3 * n_scenes // 8, 2: n_scenes},
+    one_source = 3 * n_scenes // 8           # (the recipe's ratio)
+    scenes = dynamic_scene_dataset(mixer, {1: one_source, 2: n_scenes - one_source},
                                    seed=args.seed, zones=model["zones"])
     loader = sb.dataio.dataloader.make_dataloader(scenes, batch_size=args.batch_size,
                                                   shuffle=True)
-    train(audio, head, loader, args.steps, args.lr, class_index, zone_names)
+    train(audio, head, loader, args.steps, args.lr, class_index, zones)
     for name in ("test_2src", "test_3src"):
         dataset = scene_dataset(f"{args.data_folder}/manifests/{name}.json",
                                 args.data_folder, model["sample_rate"],
                                 zones=model["zones"])
-        accuracy, by_gap = evaluate(audio, head, dataset, class_index, zone_names,
+        accuracy, by_gap = evaluate(audio, head, dataset, class_index, zones,
                                     args.n_test)
         print(f"{name}: assignment {accuracy:.3f}; by smallest zone distance {by_gap}")
 

@@ -305,3 +305,14 @@ def test_direction_prompts_default_and_template():
         "a sound on the front right", "a sound on the right"]
     assert direction_prompts(THREE, template="noise {phrase}") == [
         "noise on the left", "noise in the centre", "noise on the right"]
+
+
+def test_smallest_gap_counts_zones_between_the_closest_two_sources():
+    zones = ZoneVocabulary.default()
+    assert zones.smallest_gap(["left", "right"]) == 4
+    assert zones.smallest_gap(["right", "front", "left"]) == 2
+    assert zones.smallest_gap(["front-right", "left", "front"]) == 1
+    with pytest.raises(ValueError, match="two zones"):
+        zones.smallest_gap(["left"])
+    with pytest.raises(KeyError, match="Unknown zone"):
+        zones.smallest_gap(["left", "behind"])

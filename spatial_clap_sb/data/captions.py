@@ -164,6 +164,19 @@ class ZoneVocabulary:
         except KeyError:
             raise KeyError(f"Unknown zone {name!r}; known zones: {self.names}") from None
 
+    def smallest_gap(self, zone_names):
+        """Smallest distance, in zones, between two of the given zones (1 = adjacent).
+
+        Example
+        -------
+        >>> ZoneVocabulary.default().smallest_gap(["right", "left", "front-left"])
+        1
+        """
+        positions = sorted(self.index(name) for name in zone_names)
+        if len(positions) < 2:
+            raise ValueError(f"A gap needs two zones or more, got {list(zone_names)}.")
+        return min(b - a for a, b in zip(positions, positions[1:]))
+
     def zone_of(self, azimuth):
         """The zone that contains an azimuth in degrees."""
         for zone in self.zones:
