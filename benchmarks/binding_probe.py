@@ -18,13 +18,11 @@ Architecture variants are edits of a copy of the model YAML (``--model_yaml``) o
 top-level overrides (``--overrides "{spatial_hidden: 96}"``).
 """
 import argparse
-import itertools
 import time
 
 import numpy as np
 import speechbrain as sb
 import torch
-import torch.nn.functional as F
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.nnet.schedulers import WarmCoolDecayLRSchedule
@@ -33,40 +31,10 @@ from spatial_clap_sb.data.captions import ZoneVocabulary
 from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
 from spatial_clap_sb.data.prepare import split_mixer
 from spatial_clap_sb.metrics import assignment_accuracy
+from spatial_clap_sb.models.source_zone import SourceZoneHead
 
 
-class ZoneHead(torch.nn.Module):
-    """Per-class zone logits ``[batch, n_classes, n_zones]`` from audio embeddings."""
-
-    def __init__(self, embedding_dim, n_classes, n_zones, scale=10.0):
-        super().__init__()
-        self.linear = torch.nn.Linear(embedding_dim, n_classes * n_zones)
-        self.shape, self.scale = (n_classes, n_zones), scale
-
-    def forward(self, embeddings):
-        return self.linear(embeddings * self.scale).view(-1, *self.shape)
-
-
-def source_targets(batch_sources, class_index, zones):
-    """Rows, classes and zone indices of every source in a batch (for the cross-entropy)."""
-    rows, classes, targets = [], [], []
-    for row, sources in enumerate(batch_sources):
-        for source in sources:
-            rows.append(row)
-            classes.append(class_index[source["label"]])
-            targets.append(zones.index(source["zone"]))
-    return rows, classes, torch.tensor(targets)
-
-
-def assignment_scores(log_probs, classes, zones):
-    """Head score of the true class-to-zone assignment and of every permutation."""
-    def score(assignment):
-        return sum(float(log_probs[c, z]) for c, z in zip(classes, assignment))
-    return score(zones), [score(p) for p in itertools.permutations(zones)
-                          if list(p) != zones]
-
-
-def train(audio, head, loader, steps, peak_lr, class_index, zones):
+def train(audio, head, loader, steps, peak_lr):
     params = list(audio.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.01)
     # The recipe's schedule: warm-up, constant, last 30% of the steps decayed to 0.
@@ -78,9 +46,7 @@ def train(audio, head, loader, steps, peak_lr, class_index, zones):
         if step >= steps:
             break
         schedule(optimizer, step + 1)
-        logits = head(audio(batch.sig.data))
-        rows, classes, targets = source_targets(batch.sources, class_index, zones)
-        loss = F.cross_entropy(logits[rows, classes], targets)
+        loss = head(audio(batch.sig.data), *head.targets(batch.sources))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -91,21 +57,18 @@ def train(audio, head, loader, steps, peak_lr, class_index, zones):
                   f"({(time.time() - start) / (step + 1):.2f} s/step)", flush=True)
 
 
-def evaluate(audio, head, dataset, class_index, zones, limit):
+def evaluate(audio, head, dataset, zones, limit):
     """Assignment accuracy overall and by the smallest zone distance of the scene."""
     loader = sb.dataio.dataloader.make_dataloader(dataset, batch_size=100)
     audio.eval()
     true_scores, permuted_scores, gaps = [], [], []
     with torch.no_grad():
         for batch in loader:
-            log_probs = head(audio(batch.sig.data)).log_softmax(-1)
-            for row, sources in enumerate(batch.sources):
-                true, permuted = assignment_scores(
-                    log_probs[row], [class_index[s["label"]] for s in sources],
-                    [zones.index(s["zone"]) for s in sources])
-                true_scores.append(true)
-                permuted_scores.append(permuted)
-                gaps.append(zones.smallest_gap([s["zone"] for s in sources]))
+            true, permuted = head.assignment_scores(audio(batch.sig.data), batch.sources)
+            true_scores.extend(true)
+            permuted_scores.extend(permuted)
+            gaps.extend(zones.smallest_gap([s["zone"] for s in sources])
+                        for sources in batch.sources)
             if len(gaps) >= limit:
                 break
     audio.train()
@@ -136,22 +99,20 @@ def main():
     labels = sorted({clip.label for clip in mixer.clips if clip.label is not None})
     if not labels:
         raise ValueError(f"{args.data_folder}: the probe needs labelled source clips.")
-    class_index = {label: i for i, label in enumerate(labels)}
     audio = model["audio_encoder"]
-    head = ZoneHead(model["embedding_dim"], len(labels), len(zones))
+    head = SourceZoneHead(labels, zones.names, model["embedding_dim"])
     n_scenes = args.steps * args.batch_size  # one pass, 3:5 one- to two-source scenes
     one_source = 3 * n_scenes // 8           # (the recipe's ratio)
     scenes = dynamic_scene_dataset(mixer, {1: one_source, 2: n_scenes - one_source},
                                    seed=args.seed, zones=model["zones"])
     loader = sb.dataio.dataloader.make_dataloader(scenes, batch_size=args.batch_size,
                                                   shuffle=True)
-    train(audio, head, loader, args.steps, args.lr, class_index, zones)
+    train(audio, head, loader, args.steps, args.lr)
     for name in ("test_2src", "test_3src"):
         dataset = scene_dataset(f"{args.data_folder}/manifests/{name}.json",
                                 args.data_folder, model["sample_rate"],
                                 zones=model["zones"])
-        accuracy, by_gap = evaluate(audio, head, dataset, class_index, zones,
-                                    args.n_test)
+        accuracy, by_gap = evaluate(audio, head, dataset, zones, args.n_test)
         print(f"{name}: assignment {accuracy:.3f}; by smallest zone distance {by_gap}")
 
 

@@ -11,6 +11,7 @@ Objective per batch::
     + scl_weight * scl_loss(audio, caption, permuted)    SCL hard negatives
     + direction_weight * prompt loss(audio, zone prompts) one-source scenes only
     + text_consistency_weight * scl_loss(other phrasing, caption, permuted)   text only
+    + source_zone_weight * CE(per-class zone read-out, zone)   labelled sources
 
 The direction term names directions on their own ("a sound on the left"), the training
 signal that zero-shot direction classification needs. The text-consistency term breaks
@@ -24,7 +25,9 @@ Hyperparameters read from ``hparams``: ``zones``, ``scl_weight``, ``direction_we
 ``lr_schedule`` (and ``pretrained_lr_schedule``) called per optimizer step,
 ``opt_class`` and ``pretrained_opt_class``, ``sync_batchnorm``, ``train_logger``,
 ``epoch_counter``, ``checkpointer``; optional (off when absent):
-``text_consistency_weight``.
+``text_consistency_weight``, ``source_zone_weight`` with ``source_zone_on_text`` (then
+``modules`` holds a ``source_zone_head``,
+:class:`~spatial_clap_sb.models.source_zone.SourceZoneHead`).
 """
 import logging
 import random
@@ -107,6 +110,9 @@ class SpatialCLAPBrain(sb.Brain):
         if getattr(self.hparams, "text_consistency_weight", 0) > 0:
             loss = loss + self.hparams.text_consistency_weight * \
                 self._text_consistency_loss(batch, text, negatives, mask, scale)
+        if getattr(self.hparams, "source_zone_weight", 0) > 0:
+            loss = loss + self.hparams.source_zone_weight * \
+                self._source_zone_loss(batch, audio, text)
         if self.hparams.direction_weight > 0:
             template = random.choice(DIRECTION_TEMPLATES)
             prompts = self.modules.text_tower(direction_prompts(self.hparams.zones,
@@ -130,6 +136,23 @@ class SpatialCLAPBrain(sb.Brain):
         usable = torch.tensor(usable, device=mask.device)
         anchors = self.modules.text_tower(paraphrases)
         return scl_loss(anchors, text, negatives, mask & usable[:, None], scale)
+
+    def _source_zone_loss(self, batch, audio, text):
+        """SELD-style auxiliary: each labelled source's class read-out names its zone.
+
+        Read from the audio embeddings, and from the caption embeddings too when
+        ``source_zone_on_text`` (one shared head: both towers write the same code).
+        The head is called once on the stacked embeddings (one forward under DDP).
+        """
+        embeddings = [audio]
+        if getattr(self.hparams, "source_zone_on_text", False):
+            embeddings.append(text)
+        head = self._unwrapped("source_zone_head")
+        targets = [head.targets(batch.sources, row_offset=i * len(audio))
+                   for i in range(len(embeddings))]
+        rows, classes, zones = (torch.cat(parts) for parts in zip(*targets))
+        return self.modules.source_zone_head(torch.cat(embeddings), rows, classes,
+                                             zones)
 
     def _negative_embeddings(self, permuted, audio):
         """Encodes each scene's permuted captions into ``[B, P, D]`` plus a mask."""

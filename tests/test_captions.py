@@ -13,6 +13,7 @@ from spatial_clap_sb.data.captions import (
     compose_caption,
     direction_prompts,
     permuted_captions,
+    shuffled_mentions,
 )
 
 DEFAULT_NAMES = ["left", "front-left", "front", "front-right", "right"]
@@ -270,6 +271,36 @@ def test_permuted_captions(sources, phrasing):
     assert set(permuted) == expected
     # Deterministic order.
     assert permuted_captions(sources, phrasing) == permuted
+
+
+@pytest.mark.parametrize("phrasing", range(N_PHRASINGS))
+def test_as_given_order_keeps_the_sound_order_in_every_permutation(phrasing):
+    sources = [CAR, BELL, DOG]  # right, front, left: not left to right
+    true = compose_caption(sources, phrasing, order="as_given")
+    assert true != compose_caption(sources, phrasing)
+    assert true.index("car") < true.index("bell") < true.index("dog")
+    permuted = permuted_captions(sources, phrasing, order="as_given")
+    assert len(set(permuted)) == 5 and true not in permuted
+    for caption in permuted:  # same sound order; only the directions moved
+        assert caption.index("car") < caption.index("bell") < caption.index("dog")
+    # The same scenes as the left-to-right negatives, said in another order.
+    zone_names = [s["zone"] for s in sources]
+    expected = {compose_caption([dict(s, zone=z) for s, z in zip(sources, a)], phrasing,
+                                order="as_given")
+                for a in itertools.permutations(zone_names) if list(a) != zone_names}
+    assert set(permuted) == expected
+    with pytest.raises(ValueError, match="order"):
+        compose_caption(sources, phrasing, order="random")
+
+
+def test_shuffled_mentions_is_a_permutation_and_leaves_the_input_alone():
+    import random
+    sources = [DOG, CAR, BELL]
+    orders = {tuple(s["caption"] for s in shuffled_mentions(sources, random.Random(i)))
+              for i in range(40)}
+    assert len(orders) == 6  # every order of three sounds turns up
+    assert all(sorted(o) == sorted(s["caption"] for s in sources) for o in orders)
+    assert sources == [DOG, CAR, BELL]
 
 
 def test_permuted_captions_example():

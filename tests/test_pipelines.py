@@ -116,6 +116,31 @@ def test_train_draws_phrasings(prepared, name):
     assert seen == set(range(N_PHRASINGS))
 
 
+def test_train_shuffles_mentions_with_matching_negatives(prepared):
+    """Shuffled captions name every source once, negatives in the same sound order."""
+    folder, paths = prepared
+    dataset = scene_dataset(paths["test_3src"], folder, SR, train=True,
+                            shuffle_mentions=1.0)
+    manifest = _load(paths["test_3src"])
+    random.seed(0)
+    shuffled = 0
+    for _ in range(30):
+        item = dataset[0]
+        sources = manifest[item["id"]]["sources"]
+        caption = item["caption"]
+        shuffled += caption not in item["captions"]
+        sound_order = sorted(sources, key=lambda s: caption.index(s["caption"]))
+        assert len(item["permuted"]) == N_PERMUTED[3]
+        assert caption not in item["permuted"]
+        for negative in item["permuted"]:
+            assert sorted(sound_order, key=lambda s: negative.index(s["caption"])) \
+                == sound_order
+    assert shuffled > 10  # 5 of the 6 orders are not left to right
+    # Evaluation captions are never shuffled.
+    evaluation = scene_dataset(paths["test_3src"], folder, SR, shuffle_mentions=1.0)
+    assert evaluation[0]["caption"] == manifest[evaluation[0]["id"]]["caption"]
+
+
 def test_eval_caption_is_fixed(prepared):
     folder, paths = prepared
     dataset = scene_dataset(paths["test_2src"], folder, SR, train=False)

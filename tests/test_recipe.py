@@ -94,6 +94,18 @@ def test_exported_model_loads_and_embeds_like_training(trained):
     assert text.shape == (1, hparams["embedding_dim"])
 
 
+def test_source_zone_head_is_trained_and_checkpointed_but_not_exported(trained):
+    """The default's SELD-style head covers the labels of the training clips."""
+    tmp_path, _ = trained
+    checkpoints = list((tmp_path / "out" / "save").glob("CKPT*/source_zone_head.ckpt"))
+    assert checkpoints
+    weights = torch.load(checkpoints[0])["readout.weight"]
+    with open(tmp_path / "data" / "manifests" / "train.json") as f:
+        labels = {s["label"] for e in json.load(f).values() for s in e["sources"]}
+    assert weights.shape == (len(labels) * 5, 512)  # classes x five zones
+    assert not (tmp_path / "out" / "model" / "source_zone_head.ckpt").exists()
+
+
 def test_checkpoint_resumes(trained):
     tmp_path, _ = trained
     output = run_recipe(tmp_path, "--number_of_epochs=4", "--dynamic_mixing=False")

@@ -31,6 +31,7 @@ from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
 from spatial_clap_sb.data.prepare import prepare_spatial_scenes, split_mixer
 from spatial_clap_sb.export import check_checkpoint_fits, export_model
 from spatial_clap_sb.metrics import direction_probe_accuracy
+from spatial_clap_sb.models.source_zone import SourceZoneHead, source_class_key
 
 PREPARE_KEYS = ("source_csv", "source_format", "audio_dir", "n_clips_per_class",
                 "scene_counts", "zones", "spatialiser", "mixer", "seed")
@@ -55,18 +56,44 @@ def dataio_prepare(hparams, manifests):
     def dataset(name, train=False):
         return scene_dataset(manifests[name], hparams["data_folder"],
                              hparams["sample_rate"], hparams["zones"], train=train,
-                             zone_negatives=train and hparams["zone_negatives"])
+                             zone_negatives=train and hparams["zone_negatives"],
+                             shuffle_mentions=hparams.get("shuffle_mentions", 0.0))
 
     if hparams["dynamic_mixing"]:
-        train = dynamic_scene_dataset(split_mixer(hparams["data_folder"], "train"),
-                                      hparams["train_scene_counts"], hparams["seed"],
-                                      hparams["zones"], hparams["zone_negatives"])
+        mixer = split_mixer(hparams["data_folder"], "train")
+        train = dynamic_scene_dataset(mixer, hparams["train_scene_counts"],
+                                      hparams["seed"], hparams["zones"],
+                                      hparams["zone_negatives"],
+                                      hparams.get("shuffle_mentions", 0.0))
+        labels = {source_class_key(vars(clip)) for clip in mixer.clips}
     else:
         max_sources = max(k for k, n in hparams["train_scene_counts"].items() if n > 0)
         train = dataset("train", train=True).filtered_sorted(
             key_max_value={"n_sources": max_sources})
+        with train.output_keys_as(["sources"]):
+            labels = {source_class_key(s) for item in train for s in item["sources"]}
     tests = [name for name in manifests if name not in ("train", "valid")]
-    return train, dataset("valid"), {name: dataset(name) for name in tests}
+    return train, dataset("valid"), {name: dataset(name) for name in tests}, labels
+
+
+def training_modules(hparams, labels):
+    """The model's modules, plus the source-zone head when its loss is on.
+
+    The head's classes are those of the training sources, known only once the data
+    is prepared, so it is built here rather than in the YAML; it is checkpointed with
+    the run (an interrupted run resumes it) but not exported.
+    """
+    modules = dict(hparams["modules"])
+    if hparams.get("source_zone_weight", 0) > 0:
+        if not labels:
+            raise ValueError("source_zone_weight > 0 needs training sources with a "
+                             "label, clip_id or caption; set --source_zone_weight=0.")
+        zone_names = [zone["name"] for zone in hparams["zones"]]
+        modules["source_zone_head"] = SourceZoneHead(
+            labels, zone_names, hparams["model"]["embedding_dim"])
+        hparams["checkpointer"].add_recoverable("source_zone_head",
+                                                modules["source_zone_head"])
+    return modules
 
 
 def load_pretrained(hparams):
@@ -130,10 +157,11 @@ def main():
                                    hyperparams_to_save=hparams_file, overrides=overrides)
 
     manifests = prepare_manifests(hparams)
-    train_set, valid_set, test_sets = dataio_prepare(hparams, manifests)
+    train_set, valid_set, test_sets, labels = dataio_prepare(hparams, manifests)
     load_pretrained(hparams)
 
-    brain = SpatialCLAPBrain(modules=hparams["modules"], opt_class=hparams["opt_class"],
+    brain = SpatialCLAPBrain(modules=training_modules(hparams, labels),
+                             opt_class=hparams["opt_class"],
                              hparams=hparams, run_opts=run_opts,
                              checkpointer=hparams["checkpointer"])
     brain.fit(hparams["epoch_counter"], train_set, valid_set,

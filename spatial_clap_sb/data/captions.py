@@ -195,7 +195,10 @@ SCENE_PHRASINGS = (
 N_PHRASINGS = len(SCENE_PHRASINGS)
 
 
-def compose_caption(sources, phrasing=0, zones=None):
+MENTION_ORDERS = ("left_to_right", "as_given")
+
+
+def compose_caption(sources, phrasing=0, zones=None, order="left_to_right"):
     """Composes a scene caption from its sources, mentioned from left to right.
 
     Arguments
@@ -207,6 +210,10 @@ def compose_caption(sources, phrasing=0, zones=None):
         Which of the ``N_PHRASINGS`` sentence forms to use (0 is the fixed default).
     zones : ZoneVocabulary or list of dict, optional
         The zone vocabulary (default: five zones).
+    order : str
+        ``"left_to_right"`` (the rule of every stored caption) or ``"as_given"``: the
+        sources in list order, a training augmentation under which the first-mentioned
+        sound no longer tells where it is (see :func:`shuffled_mentions`).
 
     Returns
     -------
@@ -217,15 +224,22 @@ def compose_caption(sources, phrasing=0, zones=None):
     -------
     >>> compose_caption([{"caption": "a bell rings", "zone": "front"}], phrasing=2)
     'in front, a bell rings'
+    >>> compose_caption([{"caption": "a car passes", "zone": "right"},
+    ...                  {"caption": "a dog barks", "zone": "left"}], order="as_given")
+    'a car passes on the right and a dog barks on the left'
     """
     zones = ZoneVocabulary.from_config(zones)
     if not sources:
         raise ValueError("A scene caption needs at least one source.")
     if not 0 <= phrasing < N_PHRASINGS:
         raise ValueError(f"phrasing must be in [0, {N_PHRASINGS}), got {phrasing}.")
+    if order not in MENTION_ORDERS:
+        raise ValueError(f"order must be one of {MENTION_ORDERS}, got {order!r}.")
     part_form, separator, last_separator = SCENE_PHRASINGS[phrasing]
+    if order == "left_to_right":
+        sources = sorted(sources, key=lambda s: zones.index(s["zone"]))
     parts = []
-    for source in sorted(sources, key=lambda s: zones.index(s["zone"])):
+    for source in sources:
         caption = str(source["caption"]).strip()
         if not caption:
             raise ValueError(f"Source {source} has an empty caption.")
@@ -235,7 +249,7 @@ def compose_caption(sources, phrasing=0, zones=None):
     return separator.join(parts[:-1]) + last_separator + parts[-1]
 
 
-def permuted_captions(sources, phrasing=0, zones=None):
+def permuted_captions(sources, phrasing=0, zones=None, order="left_to_right"):
     """Captions of every non-identity permutation of the zone assignment.
 
     These are the hard negatives of spatial contrastive learning: the same sources, the
@@ -250,6 +264,10 @@ def permuted_captions(sources, phrasing=0, zones=None):
         Sentence form, as in :func:`compose_caption`.
     zones : ZoneVocabulary or list of dict, optional
         The zone vocabulary.
+    order : str
+        Mention order, as in :func:`compose_caption`. With ``"as_given"`` every
+        permuted caption names the sounds in the same order as the true one, and only
+        which direction follows which sound differs.
 
     Returns
     -------
@@ -258,12 +276,34 @@ def permuted_captions(sources, phrasing=0, zones=None):
     """
     zone_names = [s["zone"] for s in sources]
     captions = []
-    for order in itertools.permutations(range(len(sources))):
-        if order == tuple(range(len(sources))):
+    for assignment in itertools.permutations(range(len(sources))):
+        if assignment == tuple(range(len(sources))):
             continue
-        swapped = [dict(s, zone=zone_names[j]) for s, j in zip(sources, order)]
-        captions.append(compose_caption(swapped, phrasing, zones))
+        swapped = [dict(s, zone=zone_names[j]) for s, j in zip(sources, assignment)]
+        captions.append(compose_caption(swapped, phrasing, zones, order))
     return captions
+
+
+def shuffled_mentions(sources, rng):
+    """The sources in a random mention order (a training-caption augmentation).
+
+    Stored captions mention sounds from left to right, so in a two-source caption the
+    first-mentioned sound is always the left one: a tower can tell a caption from its
+    permuted twin by which sound comes first, a shortcut that does not carry over to
+    three sources. Captions composed with ``order="as_given"`` from shuffled sources
+    leave only the pairing of each sound with its own direction phrase.
+
+    Arguments
+    ---------
+    sources : list of dict
+    rng : random.Random
+
+    Returns
+    -------
+    list of dict
+        A shuffled copy (the input is not changed).
+    """
+    return rng.sample(list(sources), len(sources))
 
 
 def moved_captions(sources, phrasing=0, zones=None):

@@ -26,6 +26,7 @@ from spatial_clap_sb.data.captions import (
     compose_caption,
     moved_captions,
     permuted_captions,
+    shuffled_mentions,
 )
 
 OUTPUT_KEYS = ["id", "sig", "caption", "permuted", "captions", "zone_index", "n_sources",
@@ -33,7 +34,7 @@ OUTPUT_KEYS = ["id", "sig", "caption", "permuted", "captions", "zone_index", "n_
 
 
 def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False,
-                  zone_negatives=False):
+                  zone_negatives=False, shuffle_mentions=0.0):
     """Builds a ``DynamicItemDataset`` of the scenes of a manifest.
 
     Arguments
@@ -51,6 +52,10 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
     zone_negatives : bool
         Give one-source scenes their other-zone captions as hard negatives (training
         only: evaluation's assignment accuracy counts scenes with negatives).
+    shuffle_mentions : float
+        Share of multi-source training captions (and their permuted negatives) that
+        mention the sounds in random order instead of left to right (training only;
+        see :func:`~spatial_clap_sb.data.captions.shuffled_mentions`).
 
     Returns
     -------
@@ -70,10 +75,12 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
         return torch.from_numpy(load_stereo(wav, sample_rate))
 
     dataset.add_dynamic_item(audio_pipeline)
-    return _add_scene_pipelines(dataset, zones, train, zone_negatives)
+    return _add_scene_pipelines(dataset, zones, train, zone_negatives,
+                                shuffle_mentions if train else 0.0)
 
 
-def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None, zone_negatives=False):
+def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None, zone_negatives=False,
+                          shuffle_mentions=0.0):
     """Training scenes mixed on the fly: every epoch hears new mixtures.
 
     Each item draws a new scene (clips, room, zones, levels) from the mixer, seeded by
@@ -91,6 +98,8 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None, zone_negative
     zones : ZoneVocabulary or list of dict, optional
     zone_negatives : bool
         Give one-source scenes their other-zone captions as hard negatives.
+    shuffle_mentions : float
+        Share of multi-source captions that mention the sounds in random order.
 
     Returns
     -------
@@ -114,10 +123,12 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None, zone_negative
         yield scene["sources"]
 
     dataset.add_dynamic_item(mixing_pipeline)
-    return _add_scene_pipelines(dataset, zones, train=True, zone_negatives=zone_negatives)
+    return _add_scene_pipelines(dataset, zones, train=True, zone_negatives=zone_negatives,
+                                shuffle_mentions=shuffle_mentions)
 
 
-def _add_scene_pipelines(dataset, zones, train, zone_negatives=False):
+def _add_scene_pipelines(dataset, zones, train, zone_negatives=False,
+                         shuffle_mentions=0.0):
     """Caption, hard-negative and zone items shared by stored and mixed scenes."""
     zones = ZoneVocabulary.from_config(zones)
 
@@ -125,9 +136,13 @@ def _add_scene_pipelines(dataset, zones, train, zone_negatives=False):
     @sb.utils.data_pipeline.provides("caption", "permuted")
     def text_pipeline(captions, sources):
         phrasing = random.randrange(len(captions)) if train else 0
-        yield captions[phrasing]
-        yield _hard_negatives(captions[phrasing], sources, phrasing, zones,
-                              zone_negatives)
+        caption, order = captions[phrasing], "left_to_right"
+        if (len(sources) > 1 and random.random() < shuffle_mentions
+                and _follows_rule(caption, sources, phrasing, zones)):
+            sources, order = shuffled_mentions(sources, random), "as_given"
+            caption = compose_caption(sources, phrasing, zones, order)
+        yield caption
+        yield _hard_negatives(caption, sources, phrasing, zones, zone_negatives, order)
 
     @sb.utils.data_pipeline.takes("sources")
     @sb.utils.data_pipeline.provides("zone_index", "n_sources")
@@ -156,17 +171,22 @@ def _complete_entry(manifest_path, entry_id, entry):
     entry.setdefault("sources", [])
 
 
-def _hard_negatives(caption, sources, phrasing, zones, zone_negatives=False):
+def _follows_rule(caption, sources, phrasing, zones, order="left_to_right"):
+    """True when ``caption`` is the composed caption of ``sources`` in this phrasing."""
+    return (bool(sources) and phrasing < N_PHRASINGS
+            and caption == compose_caption(sources, phrasing, zones, order))
+
+
+def _hard_negatives(caption, sources, phrasing, zones, zone_negatives=False,
+                    order="left_to_right"):
     """Permuted-assignment captions, when the caption follows the composition rule.
 
     With ``zone_negatives``, a one-source scene gets its caption with the source moved
     to every other zone. A user's free-form caption has no well-defined permutation, so
     it gets none (a negative in another style than the positive would be trivially easy).
     """
-    if not sources or phrasing >= N_PHRASINGS:
-        return []
-    if caption != compose_caption(sources, phrasing, zones):
+    if not _follows_rule(caption, sources, phrasing, zones, order):
         return []
     if len(sources) == 1:
         return moved_captions(sources, phrasing, zones) if zone_negatives else []
-    return permuted_captions(sources, phrasing, zones)
+    return permuted_captions(sources, phrasing, zones, order)

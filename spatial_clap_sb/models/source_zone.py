@@ -1,0 +1,161 @@
+"""SELD-style auxiliary head: for every known sound class, which zone it is in.
+
+A linear read-out of the joint embedding gives, per sound class of the training data,
+logits over the zones; the loss asks, for every labelled source of a scene, that its
+class's read-out name its zone. It is the per-class direction target of sound event
+localisation and detection (SELD), used here as an auxiliary of contrastive training:
+it tells the audio tower directly *which* sound is *where*, which the contrastive
+losses teach only through the text tower. Applied to the text embeddings too (the head
+is shared), it asks both towers to write the same class-by-zone code into the joint
+space.
+
+Training-only: the head is checkpointed with the run but not exported.
+"""
+import itertools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def source_class_key(source):
+    """The class a source counts as: its ``label``, else its clip, else its caption.
+
+    Example
+    -------
+    >>> source_class_key({"label": "dog", "caption": "a dog barks"})
+    'dog'
+    >>> source_class_key({"label": None, "caption": "a dog barks"})
+    'a dog barks'
+    """
+    for key in ("label", "clip_id", "caption"):
+        if source.get(key) is not None:
+            return str(source[key])
+    raise ValueError(f"Source {source} has no label, clip_id or caption.")
+
+
+class SourceZoneHead(nn.Module):
+    """Per-class zone logits read linearly from unit-norm embeddings.
+
+    Arguments
+    ---------
+    labels : list of str
+        The sound classes of the training data (see :func:`source_class_key`).
+    zone_names : list of str
+        The zone vocabulary's names, left to right.
+    embedding_dim : int
+        Size of the joint embedding.
+    scale : float
+        Embeddings are unit-norm; they are multiplied by this before the read-out so
+        that the logits are not squashed near zero.
+
+    Example
+    -------
+    >>> head = SourceZoneHead(["dog", "car"], ["left", "right"], embedding_dim=4)
+    >>> rows, classes, zones = head.targets(
+    ...     [[{"label": "dog", "zone": "left"}, {"label": "car", "zone": "right"}]])
+    >>> rows.tolist(), classes.tolist(), zones.tolist()
+    ([0, 0], [1, 0], [0, 1])
+    >>> head(torch.randn(1, 4), rows, classes, zones).shape
+    torch.Size([])
+    """
+
+    def __init__(self, labels, zone_names, embedding_dim=512, scale=10.0):
+        super().__init__()
+        self.labels = sorted(set(labels))
+        if not self.labels:
+            raise ValueError("SourceZoneHead needs at least one class label.")
+        self.zone_names = list(zone_names)
+        self._label_index = {label: i for i, label in enumerate(self.labels)}
+        self._zone_index = {name: i for i, name in enumerate(self.zone_names)}
+        self.scale = scale
+        self.readout = nn.Linear(embedding_dim, len(self.labels) * len(self.zone_names))
+
+    def targets(self, sources_batch, row_offset=0):
+        """Flattens the labelled sources of a batch into index tensors.
+
+        Arguments
+        ---------
+        sources_batch : list of list of dict
+            Per scene, its sources (``zone`` and a class key).
+        row_offset : int
+            Added to the row indices (when several embedding sets are stacked).
+
+        Returns
+        -------
+        rows, classes, zones : torch.Tensor
+            ``[N]`` long tensors: embedding row, class index and zone index of each
+            source whose class is known to the head (unknown classes are skipped).
+        """
+        rows, classes, zones = [], [], []
+        for row, sources in enumerate(sources_batch):
+            for source in sources:
+                label = self._label_index.get(source_class_key(source))
+                if label is None or source.get("zone") not in self._zone_index:
+                    continue
+                rows.append(row + row_offset)
+                classes.append(label)
+                zones.append(self._zone_index[source["zone"]])
+        as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+        return as_long(rows), as_long(classes), as_long(zones)
+
+    def logits(self, embeddings):
+        """``[B, n_classes, n_zones]`` zone logits of every class."""
+        logits = self.readout(self.scale * embeddings)
+        return logits.view(len(embeddings), len(self.labels), len(self.zone_names))
+
+    def assignment_scores(self, embeddings, sources_batch):
+        """Read-out scores of each scene's true class-to-zone assignment and its permutations.
+
+        The score of an assignment is the sum over the scene's sources of the log
+        probability that the source's class sits in the assigned zone; with
+        :func:`spatial_clap_sb.metrics.assignment_accuracy` this scores a head as the
+        recipe scores captions. Every scene needs the same number (>= 2) of sources of
+        known classes.
+
+        Arguments
+        ---------
+        embeddings : torch.Tensor
+            ``[B, D]`` unit-norm embeddings.
+        sources_batch : list of list of dict
+
+        Returns
+        -------
+        true_scores : np.ndarray
+            ``[B]``.
+        permuted_scores : np.ndarray
+            ``[B, k! - 1]`` for ``k`` sources per scene.
+        """
+        log_probs = self.logits(embeddings).log_softmax(-1).detach().cpu().numpy()
+        true_scores, permuted_scores = [], []
+        for row, sources in zip(log_probs, sources_batch):
+            classes = [self._label_index[source_class_key(s)] for s in sources]
+            zones = [self._zone_index[s["zone"]] for s in sources]
+            scores = [float(sum(row[c, z] for c, z in zip(classes, assignment)))
+                      for assignment in itertools.permutations(zones)]
+            true_scores.append(scores[0])  # the first permutation is the identity
+            permuted_scores.append(scores[1:])
+        return np.array(true_scores), np.array(permuted_scores)
+
+    def forward(self, embeddings, rows, classes, zones):
+        """Mean cross-entropy of the zone of each ``(row, class)`` target.
+
+        Arguments
+        ---------
+        embeddings : torch.Tensor
+            ``[B, D]`` unit-norm embeddings.
+        rows, classes, zones : torch.Tensor
+            From :meth:`targets`.
+
+        Returns
+        -------
+        torch.Tensor
+            Scalar loss (a zero in the graph when there is no target).
+        """
+        logits = self.logits(embeddings)
+        if len(rows) == 0:
+            return logits.sum() * 0.0
+        device = embeddings.device
+        picked = logits[rows.to(device), classes.to(device)]
+        return F.cross_entropy(picked, zones.to(device))
