@@ -3,6 +3,7 @@
 
     python benchmarks/text_binding_probe.py --data_folder data/generated --steps 300
     python benchmarks/text_binding_probe.py --data_folder data/generated --shuffle_mentions 0.5
+    python benchmarks/text_binding_probe.py --data_folder data/generated --clause_mean
 
 Trains only the text tower of a model file, on captions alone: the recipe's text
 consistency term (another phrasing of the scene must score the caption above its
@@ -18,15 +19,18 @@ on), it reports
 * ``cosine``: the mean cosine between a caption and its closest permutation.
 
 No audio is involved: this measures whether the text tower's binding carries over from
-two to three sources.
+two to three sources. ``--clause_mean`` embeds each "sound + direction" clause on its
+own with the same tower and averages them (a tower that composes by construction).
 """
 import argparse
+import itertools
 import json
 import random
 import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
@@ -34,7 +38,6 @@ from spatial_clap_sb.data.captions import (
     N_PHRASINGS,
     ZoneVocabulary,
     compose_caption,
-    permuted_captions,
     shuffled_mentions,
 )
 from spatial_clap_sb.data.prepare import split_mixer
@@ -53,48 +56,87 @@ def draw_sources(clips_by_label, zones, n_sources, rng):
             for label, zone in zip(labels, rng.sample(zones.names, n_sources))]
 
 
-def caption_batch(scenes, zones, shuffle, rng):
-    """Training caption, another phrasing and permuted captions of each scene."""
+def sentence_embedder(tower, zones):
+    """Embeds each scene description as one composed caption (the recipe's text tower)."""
+    def embed(descriptions):
+        return tower([compose_caption(sources, phrasing, zones, order)
+                      for sources, phrasing, order in descriptions])
+    return embed
+
+
+def clause_mean_embedder(tower, zones):
+    """Embeds a scene as the mean of its per-source clauses ("a dog barks on the left").
+
+    A text tower that composes clauses by construction. It needs each caption's sources
+    (a structured caption), so it is a probe of what composition buys, not a drop-in
+    text tower for free-form captions.
+    """
+    def embed(descriptions):
+        clauses = [compose_caption([source], phrasing, zones)
+                   for sources, phrasing, _ in descriptions for source in sources]
+        encoded, means, start = tower(clauses), [], 0
+        for sources, _, _ in descriptions:
+            means.append(encoded[start:start + len(sources)].mean(0))
+            start += len(sources)
+        return F.normalize(torch.stack(means), dim=-1)
+    return embed
+
+
+def permuted_descriptions(sources, phrasing, order):
+    """The scene with every other source-to-zone assignment, sounds in the same order."""
+    zone_names = [s["zone"] for s in sources]
+    identity = tuple(range(len(sources)))
+    return [([dict(s, zone=zone_names[j]) for s, j in zip(sources, assignment)],
+             phrasing, order)
+            for assignment in itertools.permutations(identity) if assignment != identity]
+
+
+def description_batch(scenes, shuffle, rng):
+    """Training caption, another phrasing and permuted captions of each scene.
+
+    A description is ``(sources in mention order, phrasing, order)``; an embedder turns
+    it into a caption embedding.
+    """
     captions, paraphrases, negatives = [], [], []
     for sources in scenes:
         phrasing, order, mentioned = rng.randrange(N_PHRASINGS), "left_to_right", sources
         if len(sources) > 1 and rng.random() < shuffle:
             mentioned, order = shuffled_mentions(sources, rng), "as_given"
-        captions.append(compose_caption(mentioned, phrasing, zones, order))
-        others = [compose_caption(sources, p, zones) for p in range(N_PHRASINGS)]
-        paraphrases.append(rng.choice([c for c in others if c != captions[-1]]))
-        negatives.append(permuted_captions(mentioned, phrasing, zones, order))
+        captions.append((mentioned, phrasing, order))
+        other = rng.choice([p for p in range(N_PHRASINGS) if p != phrasing]
+                           if order == "left_to_right" else range(N_PHRASINGS))
+        paraphrases.append((sources, other, "left_to_right"))
+        negatives.append(permuted_descriptions(mentioned, phrasing, order)
+                         if len(sources) > 1 else [])
     return captions, paraphrases, negatives
 
 
-def padded(tower, negatives, dim):
+def padded(embed, negatives, dim):
     """``[B, P, D]`` embeddings of each scene's permuted captions, and their mask."""
     width = max(1, max(len(n) for n in negatives))
     embeddings = torch.zeros(len(negatives), width, dim)
     mask = torch.zeros(len(negatives), width, dtype=torch.bool)
-    flat = [c for n in negatives for c in n]
+    flat = [d for n in negatives for d in n]
     if flat:
-        encoded, start = tower(flat), 0
-        for row, captions in enumerate(negatives):
-            embeddings[row, :len(captions)] = encoded[start:start + len(captions)]
-            mask[row, :len(captions)] = True
-            start += len(captions)
+        encoded, start = embed(flat), 0
+        for row, descriptions in enumerate(negatives):
+            embeddings[row, :len(descriptions)] = encoded[start:start + len(descriptions)]
+            mask[row, :len(descriptions)] = True
+            start += len(descriptions)
     return embeddings, mask
 
 
-def train(tower, head, clips_by_label, zones, args, rng):
-    params = [p for p in list(tower.parameters()) + list(head.parameters())
-              if p.requires_grad]
+def train(embed, params, head, clips_by_label, zones, args, rng):
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     scale, start = 1 / 0.07, time.time()
     one_source = 3 * args.batch_size // 8
     for step in range(args.steps):
         scenes = [draw_sources(clips_by_label, zones, 1 if i < one_source else 2, rng)
                   for i in range(args.batch_size)]
-        captions, paraphrases, negatives = caption_batch(scenes, zones,
-                                                         args.shuffle_mentions, rng)
-        text, anchors = tower(captions), tower(paraphrases)
-        negative_emb, mask = padded(tower, negatives, text.shape[1])
+        captions, paraphrases, negatives = description_batch(scenes,
+                                                             args.shuffle_mentions, rng)
+        text, anchors = embed(captions), embed(paraphrases)
+        negative_emb, mask = padded(embed, negatives, text.shape[1])
         loss = WEIGHT * scl_loss(anchors, text, negative_emb, mask, scale) \
             + WEIGHT * head(text, *head.targets(scenes))
         optimizer.zero_grad()
@@ -105,19 +147,20 @@ def train(tower, head, clips_by_label, zones, args, rng):
                   f"({(time.time() - start) / (step + 1):.2f} s/step)", flush=True)
 
 
-def evaluate(tower, head, manifest, zones, limit):
+def evaluate(embed, head, manifest, limit):
     """Text-side and read-out assignment on three-source captions, and their cosine."""
     entries = list(manifest.values())[:limit]
     true_text, permuted_text, true_head, permuted_head, closest = [], [], [], [], []
     with torch.no_grad():
         for entry in entries:
-            permuted = permuted_captions(entry["sources"], 0, zones)
-            emb = tower([entry["captions"][0], entry["captions"][1]] + permuted)
+            sources = entry["sources"]
+            emb = embed([(sources, 0, "left_to_right"), (sources, 1, "left_to_right")]
+                        + permuted_descriptions(sources, 0, "left_to_right"))
             scores = emb[1] @ emb[[0] + list(range(2, len(emb)))].T
             true_text.append(scores[0].item())
             permuted_text.append(scores[1:].numpy())
             closest.append((emb[0] @ emb[2:].T).max().item())
-            true, permuted_scores = head.assignment_scores(emb[:1], [entry["sources"]])
+            true, permuted_scores = head.assignment_scores(emb[:1], [sources])
             true_head.append(true[0])
             permuted_head.append(permuted_scores[0])
     return (assignment_accuracy(np.array(true_text), np.array(permuted_text)),
@@ -134,6 +177,8 @@ def main():
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--shuffle_mentions", type=float, default=0.0)
+    parser.add_argument("--clause_mean", action="store_true",
+                        help="embed each source clause and average (composition probe)")
     parser.add_argument("--n_test", type=int, default=300, help="test_3src scenes")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -150,13 +195,16 @@ def main():
         raise ValueError(f"{args.data_folder}: the probe needs labelled source clips.")
     tower = model["text_tower"]
     head = SourceZoneHead(clips_by_label, zones.names, model["embedding_dim"])
-    train(tower, head, clips_by_label, zones, args, rng)
+    embed = (clause_mean_embedder if args.clause_mean else sentence_embedder)(tower, zones)
+    params = [p for p in list(tower.parameters()) + list(head.parameters())
+              if p.requires_grad]
+    train(embed, params, head, clips_by_label, zones, args, rng)
     tower.eval()
     with open(f"{args.data_folder}/manifests/test_3src.json", encoding="utf-8") as f:
         manifest = json.load(f)
-    text, readout, cosine = evaluate(tower, head, manifest, zones, args.n_test)
+    text, readout, cosine = evaluate(embed, head, manifest, args.n_test)
     print(f"test_3src captions (overrides {args.overrides}, shuffle_mentions="
-          f"{args.shuffle_mentions}): text {text:.3f}, read-out {readout:.3f}, "
+          f"{args.shuffle_mentions}, clause_mean={args.clause_mean}): text {text:.3f}, read-out {readout:.3f}, "
           f"caption . closest permutation {cosine:.3f}")
 
 
