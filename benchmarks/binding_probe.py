@@ -17,19 +17,15 @@ labelled source library (the built-in one is).
 Architecture variants are edits of a copy of the model YAML (``--model_yaml``) or
 top-level overrides (``--overrides "{spatial_hidden: 96}"``).
 """
-import argparse
 import time
 
 import numpy as np
 import speechbrain as sb
 import torch
-import yaml
-from hyperpyyaml import load_hyperpyyaml
+from probe_setup import load_probe, probe_arguments
 from speechbrain.nnet.schedulers import WarmCoolDecayLRSchedule
 
-from spatial_clap_sb.data.captions import ZoneVocabulary
 from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
-from spatial_clap_sb.data.prepare import split_mixer
 from spatial_clap_sb.metrics import assignment_accuracy
 from spatial_clap_sb.models.source_zone import SourceZoneHead
 
@@ -81,26 +77,10 @@ def evaluate(audio, head, dataset, zones, limit):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_folder", required=True, help="a prepared data folder")
-    parser.add_argument("--model_yaml", default="hparams/spatial_clap_model.yaml")
-    parser.add_argument("--overrides", default="{}", help="YAML dict of top-level keys")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--n_test", type=int, default=600, help="scenes per test set")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.manual_seed(args.seed)
-    with open(args.model_yaml, encoding="utf-8") as f:
-        model = load_hyperpyyaml(f, yaml.safe_load(args.overrides))
-    zones = ZoneVocabulary.from_config(model["zones"])
-    mixer = split_mixer(args.data_folder, "train")
-    labels = sorted({clip.label for clip in mixer.clips if clip.label is not None})
-    if not labels:
-        raise ValueError(f"{args.data_folder}: the probe needs labelled source clips.")
+    args = probe_arguments(__doc__.splitlines()[0], steps=400, n_test=600).parse_args()
+    model, zones, mixer, clips_by_label = load_probe(args)
     audio = model["audio_encoder"]
-    head = SourceZoneHead(labels, zones.names, model["embedding_dim"])
+    head = SourceZoneHead(clips_by_label, zones.names, model["embedding_dim"])
     n_scenes = args.steps * args.batch_size  # one pass, 3:5 one- to two-source scenes
     one_source = 3 * n_scenes // 8           # (the recipe's ratio)
     scenes = dynamic_scene_dataset(mixer, {1: one_source, 2: n_scenes - one_source},

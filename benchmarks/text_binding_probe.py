@@ -22,8 +22,6 @@ No audio is involved: this measures whether the text tower's binding carries ove
 two to three sources. ``--clause_mean`` embeds each "sound + direction" clause on its
 own with the same tower and averages them (a tower that composes by construction).
 """
-import argparse
-import itertools
 import json
 import random
 import time
@@ -31,16 +29,14 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
-from hyperpyyaml import load_hyperpyyaml
+from probe_setup import load_probe, probe_arguments
 
 from spatial_clap_sb.data.captions import (
     N_PHRASINGS,
-    ZoneVocabulary,
     compose_caption,
+    permuted_assignments,
     shuffled_mentions,
 )
-from spatial_clap_sb.data.prepare import split_mixer
 from spatial_clap_sb.losses import scl_loss
 from spatial_clap_sb.metrics import assignment_accuracy
 from spatial_clap_sb.models.source_zone import SourceZoneHead
@@ -84,11 +80,7 @@ def clause_mean_embedder(tower, zones):
 
 def permuted_descriptions(sources, phrasing, order):
     """The scene with every other source-to-zone assignment, sounds in the same order."""
-    zone_names = [s["zone"] for s in sources]
-    identity = tuple(range(len(sources)))
-    return [([dict(s, zone=zone_names[j]) for s, j in zip(sources, assignment)],
-             phrasing, order)
-            for assignment in itertools.permutations(identity) if assignment != identity]
+    return [(swapped, phrasing, order) for swapped in permuted_assignments(sources)]
 
 
 def description_batch(scenes, shuffle, rng):
@@ -169,30 +161,13 @@ def evaluate(embed, head, manifest, limit):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_folder", required=True, help="a prepared data folder")
-    parser.add_argument("--model_yaml", default="hparams/spatial_clap_model.yaml")
-    parser.add_argument("--overrides", default="{}", help="YAML dict of top-level keys")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser = probe_arguments(__doc__.splitlines()[0], steps=300, n_test=300)
     parser.add_argument("--shuffle_mentions", type=float, default=0.0)
     parser.add_argument("--clause_mean", action="store_true",
                         help="embed each source clause and average (composition probe)")
-    parser.add_argument("--n_test", type=int, default=300, help="test_3src scenes")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    with open(args.model_yaml, encoding="utf-8") as f:
-        model = load_hyperpyyaml(f, yaml.safe_load(args.overrides))
-    zones = ZoneVocabulary.from_config(model["zones"])
-    clips_by_label = {}
-    for clip in split_mixer(args.data_folder, "train").clips:
-        if clip.label is not None:
-            clips_by_label.setdefault(clip.label, []).append(clip)
-    if len(clips_by_label) < 2:
-        raise ValueError(f"{args.data_folder}: the probe needs labelled source clips.")
+    model, zones, _, clips_by_label = load_probe(args)
     tower = model["text_tower"]
     head = SourceZoneHead(clips_by_label, zones.names, model["embedding_dim"])
     embed = (clause_mean_embedder if args.clause_mean else sentence_embedder)(tower, zones)
@@ -204,8 +179,8 @@ def main():
         manifest = json.load(f)
     text, readout, cosine = evaluate(embed, head, manifest, args.n_test)
     print(f"test_3src captions (overrides {args.overrides}, shuffle_mentions="
-          f"{args.shuffle_mentions}, clause_mean={args.clause_mean}): text {text:.3f}, read-out {readout:.3f}, "
-          f"caption . closest permutation {cosine:.3f}")
+          f"{args.shuffle_mentions}, clause_mean={args.clause_mean}): text {text:.3f}, "
+          f"read-out {readout:.3f}, caption . closest permutation {cosine:.3f}")
 
 
 if __name__ == "__main__":

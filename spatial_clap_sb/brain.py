@@ -147,12 +147,12 @@ class SpatialCLAPBrain(sb.Brain):
         embeddings = [audio]
         if getattr(self.hparams, "source_zone_on_text", False):
             embeddings.append(text)
-        head = self._unwrapped("source_zone_head")
-        targets = [head.targets(batch.sources, row_offset=i * len(audio))
-                   for i in range(len(embeddings))]
-        rows, classes, zones = (torch.cat(parts) for parts in zip(*targets))
-        return self.modules.source_zone_head(torch.cat(embeddings), rows, classes,
-                                             zones)
+        rows, classes, zones = self._unwrapped("source_zone_head").targets(batch.sources)
+        copies = len(embeddings)  # the same targets for each stacked copy of the batch
+        rows = torch.cat([rows + i * len(audio) for i in range(copies)])
+        return self.modules.source_zone_head(torch.cat(embeddings), rows,
+                                             classes.repeat(copies),
+                                             zones.repeat(copies))
 
     def _negative_embeddings(self, permuted, audio):
         """Encodes each scene's permuted captions into ``[B, P, D]`` plus a mask."""

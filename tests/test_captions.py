@@ -12,6 +12,7 @@ from spatial_clap_sb.data.captions import (
     ZoneVocabulary,
     compose_caption,
     direction_prompts,
+    permuted_assignments,
     permuted_captions,
     shuffled_mentions,
 )
@@ -301,6 +302,20 @@ def test_shuffled_mentions_is_a_permutation_and_leaves_the_input_alone():
     assert len(orders) == 6  # every order of three sounds turns up
     assert all(sorted(o) == sorted(s["caption"] for s in sources) for o in orders)
     assert sources == [DOG, CAR, BELL]
+
+
+def test_permuted_assignments_move_zones_not_sources():
+    sources = [DOG, CAR, BELL]
+    swapped = permuted_assignments(sources)
+    assert len(swapped) == 5
+    zone_sets = set()
+    for scene in swapped:
+        assert [s["caption"] for s in scene] == ["a dog barks", "a car passes",
+                                                  "a bell rings"]
+        assert sorted(s["zone"] for s in scene) == sorted(s["zone"] for s in sources)
+        zone_sets.add(tuple(s["zone"] for s in scene))
+    assert len(zone_sets) == 5 and ("left", "right", "front") not in zone_sets
+    assert sources == [DOG, CAR, BELL]  # inputs untouched
 
 
 def test_permuted_captions_example():

@@ -26,8 +26,8 @@ def test_targets_flatten_known_sources_and_skip_unknown_ones():
     batch = [scene(("dog", "left"), ("car", "right")),
              scene(("cat", "front")),                   # unknown class: skipped
              scene(("bell", "front"), ("dog", "nowhere"))]  # unknown zone: skipped
-    rows, classes, zones = head.targets(batch, row_offset=10)
-    assert rows.tolist() == [10, 10, 12]
+    rows, classes, zones = head.targets(batch)
+    assert rows.tolist() == [0, 0, 2]
     assert classes.tolist() == [2, 1, 0]
     assert zones.tolist() == [0, 2, 1]
 

@@ -274,14 +274,34 @@ def permuted_captions(sources, phrasing=0, zones=None, order="left_to_right"):
     list of str
         In a fixed order (lexicographic over permutations).
     """
+    return [compose_caption(swapped, phrasing, zones, order)
+            for swapped in permuted_assignments(sources)]
+
+
+def permuted_assignments(sources):
+    """The scene's sources under every other source-to-zone assignment.
+
+    Arguments
+    ---------
+    sources : list of dict
+        Each with a ``zone``.
+
+    Returns
+    -------
+    list of list of dict
+        ``k! - 1`` copies of ``sources`` (same order) with the zones permuted, in
+        lexicographic order of the permutations.
+
+    Example
+    -------
+    >>> permuted_assignments([{"caption": "a", "zone": "left"},
+    ...                       {"caption": "b", "zone": "right"}])
+    [[{'caption': 'a', 'zone': 'right'}, {'caption': 'b', 'zone': 'left'}]]
+    """
     zone_names = [s["zone"] for s in sources]
-    captions = []
-    for assignment in itertools.permutations(range(len(sources))):
-        if assignment == tuple(range(len(sources))):
-            continue
-        swapped = [dict(s, zone=zone_names[j]) for s, j in zip(sources, assignment)]
-        captions.append(compose_caption(swapped, phrasing, zones, order))
-    return captions
+    identity = tuple(range(len(sources)))
+    return [[dict(s, zone=zone_names[j]) for s, j in zip(sources, assignment)]
+            for assignment in itertools.permutations(identity) if assignment != identity]
 
 
 def shuffled_mentions(sources, rng):

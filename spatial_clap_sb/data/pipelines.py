@@ -136,13 +136,19 @@ def _add_scene_pipelines(dataset, zones, train, zone_negatives=False,
     @sb.utils.data_pipeline.provides("caption", "permuted")
     def text_pipeline(captions, sources):
         phrasing = random.randrange(len(captions)) if train else 0
-        caption, order = captions[phrasing], "left_to_right"
-        if (len(sources) > 1 and random.random() < shuffle_mentions
-                and _follows_rule(caption, sources, phrasing, zones)):
+        caption = captions[phrasing]
+        if not _follows_rule(caption, sources, phrasing, zones):
+            # A user's free-form caption has no well-defined permutation, so it gets no
+            # negatives (one in another style than the positive would be trivially easy).
+            yield caption
+            yield []
+            return
+        order = "left_to_right"
+        if len(sources) > 1 and random.random() < shuffle_mentions:
             sources, order = shuffled_mentions(sources, random), "as_given"
             caption = compose_caption(sources, phrasing, zones, order)
         yield caption
-        yield _hard_negatives(caption, sources, phrasing, zones, zone_negatives, order)
+        yield _hard_negatives(sources, phrasing, zones, zone_negatives, order)
 
     @sb.utils.data_pipeline.takes("sources")
     @sb.utils.data_pipeline.provides("zone_index", "n_sources")
@@ -171,22 +177,19 @@ def _complete_entry(manifest_path, entry_id, entry):
     entry.setdefault("sources", [])
 
 
-def _follows_rule(caption, sources, phrasing, zones, order="left_to_right"):
+def _follows_rule(caption, sources, phrasing, zones):
     """True when ``caption`` is the composed caption of ``sources`` in this phrasing."""
     return (bool(sources) and phrasing < N_PHRASINGS
-            and caption == compose_caption(sources, phrasing, zones, order))
+            and caption == compose_caption(sources, phrasing, zones))
 
 
-def _hard_negatives(caption, sources, phrasing, zones, zone_negatives=False,
+def _hard_negatives(sources, phrasing, zones, zone_negatives=False,
                     order="left_to_right"):
-    """Permuted-assignment captions, when the caption follows the composition rule.
+    """Hard negatives of a caption composed from ``sources`` (in this phrasing, order).
 
-    With ``zone_negatives``, a one-source scene gets its caption with the source moved
-    to every other zone. A user's free-form caption has no well-defined permutation, so
-    it gets none (a negative in another style than the positive would be trivially easy).
+    Permuted-assignment captions for several sources; with ``zone_negatives``, a
+    one-source scene gets its caption with the source moved to every other zone.
     """
-    if not _follows_rule(caption, sources, phrasing, zones, order):
-        return []
     if len(sources) == 1:
         return moved_captions(sources, phrasing, zones) if zone_negatives else []
     return permuted_captions(sources, phrasing, zones, order)

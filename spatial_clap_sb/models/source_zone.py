@@ -11,12 +11,12 @@ space.
 
 Training-only: the head is checkpointed with the run but not exported.
 """
-import itertools
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from spatial_clap_sb.data.captions import permuted_assignments
 
 
 def source_class_key(source):
@@ -72,15 +72,13 @@ class SourceZoneHead(nn.Module):
         self.scale = scale
         self.readout = nn.Linear(embedding_dim, len(self.labels) * len(self.zone_names))
 
-    def targets(self, sources_batch, row_offset=0):
+    def targets(self, sources_batch):
         """Flattens the labelled sources of a batch into index tensors.
 
         Arguments
         ---------
         sources_batch : list of list of dict
             Per scene, its sources (``zone`` and a class key).
-        row_offset : int
-            Added to the row indices (when several embedding sets are stacked).
 
         Returns
         -------
@@ -94,7 +92,7 @@ class SourceZoneHead(nn.Module):
                 label = self._label_index.get(source_class_key(source))
                 if label is None or source.get("zone") not in self._zone_index:
                     continue
-                rows.append(row + row_offset)
+                rows.append(row)
                 classes.append(label)
                 zones.append(self._zone_index[source["zone"]])
         as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
@@ -106,7 +104,7 @@ class SourceZoneHead(nn.Module):
         return logits.view(len(embeddings), len(self.labels), len(self.zone_names))
 
     def assignment_scores(self, embeddings, sources_batch):
-        """Read-out scores of each scene's true class-to-zone assignment and its permutations.
+        """Read-out scores of each scene's true class-to-zone assignment and the others.
 
         The score of an assignment is the sum over the scene's sources of the log
         probability that the source's class sits in the assigned zone; with
@@ -128,14 +126,15 @@ class SourceZoneHead(nn.Module):
             ``[B, k! - 1]`` for ``k`` sources per scene.
         """
         log_probs = self.logits(embeddings).log_softmax(-1).detach().cpu().numpy()
-        true_scores, permuted_scores = [], []
-        for row, sources in zip(log_probs, sources_batch):
-            classes = [self._label_index[source_class_key(s)] for s in sources]
-            zones = [self._zone_index[s["zone"]] for s in sources]
-            scores = [float(sum(row[c, z] for c, z in zip(classes, assignment)))
-                      for assignment in itertools.permutations(zones)]
-            true_scores.append(scores[0])  # the first permutation is the identity
-            permuted_scores.append(scores[1:])
+
+        def score(row, sources):
+            return float(sum(row[self._label_index[source_class_key(s)],
+                                 self._zone_index[s["zone"]]] for s in sources))
+
+        scenes = list(zip(log_probs, sources_batch))
+        true_scores = [score(row, sources) for row, sources in scenes]
+        permuted_scores = [[score(row, swapped) for swapped in permuted_assignments(sources)]
+                           for row, sources in scenes]
         return np.array(true_scores), np.array(permuted_scores)
 
     def forward(self, embeddings, rows, classes, zones):
