@@ -3,7 +3,8 @@
 
     python benchmarks/text_binding_probe.py --data_folder data/generated --steps 300
     python benchmarks/text_binding_probe.py --data_folder data/generated --shuffle_mentions 0.5
-    python benchmarks/text_binding_probe.py --data_folder data/generated --clause_mean
+    python benchmarks/text_binding_probe.py --data_folder data/generated \
+        --overrides "{text_compose_clauses: False}"
 
 Trains only the text tower of a model file, on captions alone: the recipe's text
 consistency term (another phrasing of the scene must score the caption above its
@@ -19,8 +20,10 @@ on), it reports
 * ``cosine``: the mean cosine between a caption and its closest permutation.
 
 No audio is involved: this measures whether the text tower's binding carries over from
-two to three sources. ``--clause_mean`` embeds each "sound + direction" clause on its
-own with the same tower and averages them (a tower that composes by construction).
+two to three sources. The model file's default tower composes clauses
+(``text_compose_clauses: True``: each "sound + direction" clause embedded on its own,
+then averaged); ``--overrides "{text_compose_clauses: False}"`` embeds each caption as
+one sentence.
 """
 import json
 import random
@@ -28,7 +31,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from probe_setup import load_probe, probe_arguments
 
 from spatial_clap_sb.data.captions import (
@@ -52,29 +54,11 @@ def draw_sources(clips_by_label, zones, n_sources, rng):
             for label, zone in zip(labels, rng.sample(zones.names, n_sources))]
 
 
-def sentence_embedder(tower, zones):
+def caption_embedder(tower, zones):
     """Embeds each scene description as one composed caption (the recipe's text tower)."""
     def embed(descriptions):
         return tower([compose_caption(sources, phrasing, zones, order)
                       for sources, phrasing, order in descriptions])
-    return embed
-
-
-def clause_mean_embedder(tower, zones):
-    """Embeds a scene as the mean of its per-source clauses ("a dog barks on the left").
-
-    A text tower that composes clauses by construction. It needs each caption's sources
-    (a structured caption), so it is a probe of what composition buys, not a drop-in
-    text tower for free-form captions.
-    """
-    def embed(descriptions):
-        clauses = [compose_caption([source], phrasing, zones)
-                   for sources, phrasing, _ in descriptions for source in sources]
-        encoded, means, start = tower(clauses), [], 0
-        for sources, _, _ in descriptions:
-            means.append(encoded[start:start + len(sources)].mean(0))
-            start += len(sources)
-        return F.normalize(torch.stack(means), dim=-1)
     return embed
 
 
@@ -163,14 +147,12 @@ def evaluate(embed, head, manifest, limit):
 def main():
     parser = probe_arguments(__doc__.splitlines()[0], steps=300, n_test=300)
     parser.add_argument("--shuffle_mentions", type=float, default=0.0)
-    parser.add_argument("--clause_mean", action="store_true",
-                        help="embed each source clause and average (composition probe)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     model, zones, _, clips_by_label = load_probe(args)
     tower = model["text_tower"]
     head = SourceZoneHead(clips_by_label, zones.names, model["embedding_dim"])
-    embed = (clause_mean_embedder if args.clause_mean else sentence_embedder)(tower, zones)
+    embed = caption_embedder(tower, zones)
     params = [p for p in list(tower.parameters()) + list(head.parameters())
               if p.requires_grad]
     train(embed, params, head, clips_by_label, zones, args, rng)
@@ -179,7 +161,7 @@ def main():
         manifest = json.load(f)
     text, readout, cosine = evaluate(embed, head, manifest, args.n_test)
     print(f"test_3src captions (overrides {args.overrides}, shuffle_mentions="
-          f"{args.shuffle_mentions}, clause_mean={args.clause_mean}): text {text:.3f}, "
+          f"{args.shuffle_mentions}): text {text:.3f}, "
           f"read-out {readout:.3f}, caption . closest permutation {cosine:.3f}")
 
 

@@ -10,6 +10,7 @@ from spatial_clap_sb.data.captions import (
     N_PHRASINGS,
     Zone,
     ZoneVocabulary,
+    caption_clauses,
     compose_caption,
     direction_prompts,
     permuted_assignments,
@@ -362,3 +363,44 @@ def test_smallest_gap_counts_zones_between_the_closest_two_sources():
         zones.smallest_gap(["left"])
     with pytest.raises(KeyError, match="Unknown zone"):
         zones.smallest_gap(["left", "behind"])
+
+
+# ---------------------------------------------------------------------------------
+# Clauses of a caption
+# ---------------------------------------------------------------------------------
+
+CAMPFIRE = {"caption": "a campfire pops and crackles", "zone": "front-left"}
+STREET = {"caption": "a car passes in front of the house", "zone": "front-right"}
+
+
+@pytest.mark.parametrize("phrasing", range(N_PHRASINGS))
+@pytest.mark.parametrize("order", ["left_to_right", "as_given"])
+@pytest.mark.parametrize("sources", [[DOG], [CAR, CAMPFIRE], [STREET, DOG, BELL],
+                                     [CAMPFIRE, STREET, CAR]])
+def test_caption_clauses_invert_compose_caption(sources, phrasing, order):
+    """Every composed caption splits into the one-source captions of its sources, even
+    when a sound's own words hold "and" or a zone phrase ("in front of the house")."""
+    zones = ZoneVocabulary.default()
+    mentioned = (sources if order == "as_given"
+                 else sorted(sources, key=lambda s: zones.index(s["zone"])))
+    caption = compose_caption(sources, phrasing, order=order)
+    assert caption_clauses(caption) == [compose_caption([s], phrasing) for s in mentioned]
+
+
+@pytest.mark.parametrize("caption", [
+    "a car passes in front of the house",        # a zone phrase inside the sound
+    "a dog barks on the left and on the right",   # the second part has no sound
+    "a dog barks on the left and a car passes",   # the second sound has no direction
+    "a sound on the left.",                       # a direction prompt
+    "rain falls steadily on a tin roof",          # free text
+])
+def test_captions_without_two_sourced_clauses_stay_whole(caption):
+    assert caption_clauses(caption) == [caption]
+
+
+def test_caption_clauses_with_a_custom_vocabulary_and_free_punctuation():
+    zones = ZoneVocabulary.uniform(NINE_NAMES, NINE_PHRASES)
+    assert caption_clauses("A dog barks in sector 1, and rain falls in sector 7.",
+                           zones) == ["A dog barks in sector 1", "rain falls in sector 7"]
+    # The default vocabulary knows no sectors: one clause.
+    assert len(caption_clauses("a dog barks in sector 1 and rain falls in sector 7")) == 1

@@ -273,6 +273,29 @@ def test_encode_text(model):
     assert torch.allclose(emb[1], model.encode_text(captions[1:])[0], atol=1e-6)
 
 
+def test_scene_queries_are_the_mean_of_their_clauses(model):
+    """The exported model composes clauses: the order sounds are named in is irrelevant."""
+    clauses = ["a dog barks on the left", "a car passes on the right"]
+    scene, reordered, permuted = model.encode_text([
+        " and ".join(clauses),
+        "a car passes on the right while a dog barks on the left",
+        "a car passes on the left and a dog barks on the right"])
+    expected = F.normalize(model.encode_text(clauses).sum(0), dim=0)
+    assert torch.allclose(scene, expected, atol=1e-5)
+    assert torch.allclose(scene, reordered, atol=1e-5)
+    assert not torch.allclose(scene, permuted, atol=1e-3)
+
+
+def test_models_exported_without_clause_composition_embed_whole_captions(tmp_path):
+    folder = export_tiny_model(tmp_path / "sentence", text_compose_clauses=False)
+    model = SpatialCLAP.from_hparams(source=str(folder), savedir=str(tmp_path / "s"))
+    clauses = ["a dog barks on the left", "a car passes on the right"]
+    scene = model.encode_text([" and ".join(clauses)])[0]
+    assert not model.mods.text_tower.compose_clauses
+    assert not torch.allclose(scene, F.normalize(model.encode_text(clauses).sum(0), dim=0),
+                              atol=1e-3)
+
+
 def test_empty_caption_is_named_by_index(model):
     with pytest.raises(ValueError, match="Caption 1"):
         model.encode_text(["a dog barks", "  "])

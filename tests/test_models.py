@@ -189,6 +189,46 @@ def test_top_layers_train_and_the_rest_stay_frozen():
     assert all(p.grad is not None for p in encoder.pretrained_parameters())
 
 
+def _composed_tower(frozen_text):
+    torch.manual_seed(0)
+    return TextTower(frozen_text, ProjectionHead(384, 16), compose_clauses=True)
+
+
+def test_composed_tower_is_the_mean_of_its_clauses(frozen_text):
+    tower = _composed_tower(frozen_text)
+    scene = "a bell rings on the left, a dog barks in front and rain falls on the right"
+    clauses = ["a bell rings on the left", "a dog barks in front", "rain falls on the right"]
+    sentence = TextTower(frozen_text, tower.projection)
+    expected = torch.nn.functional.normalize(sentence(clauses).mean(0), dim=0)
+    embedded = tower([scene, clauses[1], "a sound in front"])
+    assert torch.allclose(embedded[0], expected, atol=1e-5)
+    # One-clause captions (a source, a direction prompt) are embedded as they are.
+    assert torch.allclose(embedded[1:], sentence([clauses[1], "a sound in front"]),
+                          atol=1e-5)
+    assert torch.allclose(embedded.norm(dim=-1), torch.ones(3), atol=1e-5)
+
+
+def test_composed_tower_ignores_mention_order_but_not_the_assignment(frozen_text):
+    """A scene is the sum of its sources: naming them in another order (or joining them
+    with "while") gives the same embedding, moving a sound to another direction not."""
+    tower = _composed_tower(frozen_text)
+    true, reordered, permuted = tower([
+        "a bell rings on the left and a dog barks on the right",
+        "a dog barks on the right while a bell rings on the left",
+        "a dog barks on the left and a bell rings on the right"])
+    assert torch.allclose(true, reordered, atol=1e-6)
+    assert not torch.allclose(true, permuted, atol=1e-3)
+
+
+def test_composed_tower_trains_through_every_clause(frozen_text):
+    tower = _composed_tower(frozen_text)
+    tower(["a bell rings on the left and a dog barks on the right"]).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in tower.projection.parameters())
+    with pytest.raises(ValueError, match="Caption 0"):
+        tower([""])
+
+
 def test_text_encoder_names_a_missing_source(tmp_path):
     with pytest.raises(OSError, match="local folder"):
         TextEncoder(source=str(tmp_path / "missing"))

@@ -92,6 +92,8 @@ def test_exported_model_loads_and_embeds_like_training(trained):
     assert audio.shape == (2, hparams["embedding_dim"])
     assert torch.allclose(audio.norm(dim=-1), torch.ones(2), atol=1e-5)
     assert text.shape == (1, hparams["embedding_dim"])
+    # The recipe's text tower composes clauses, and the export keeps that setting.
+    assert hparams["modules"]["text_tower"].compose_clauses
 
 
 def test_source_zone_head_is_trained_and_checkpointed_but_not_exported(trained):

@@ -19,6 +19,7 @@ Example
 ['a car passes on the left and a dog barks on the right']
 """
 import itertools
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -247,6 +248,95 @@ def compose_caption(sources, phrasing=0, zones=None, order="left_to_right"):
     if len(parts) == 1:
         return parts[0]
     return separator.join(parts[:-1]) + last_separator + parts[-1]
+
+
+def caption_clauses(caption, zones=None):
+    """Splits a scene caption into its "sound + direction" clauses.
+
+    The inverse of :func:`compose_caption`, read from the string alone, so that it works
+    on any caption a user types: a clause ends at a zone phrase that closes it (followed
+    by a separator of :data:`SCENE_PHRASINGS` or the end), or, in the zone-first
+    phrasing, starts at a zone phrase followed by a comma. A zone phrase inside a sound's
+    own words ("a car passes in front of the house") is no cut, and a fragment without
+    a sound of its own is merged into its neighbour. A caption without that structure
+    (free text, a direction prompt, one source) is one clause.
+
+    Arguments
+    ---------
+    caption : str
+    zones : ZoneVocabulary or list of dict, optional
+        The zone vocabulary whose phrases anchor the clauses.
+
+    Returns
+    -------
+    list of str
+        The clauses in the order the caption mentions them (at least one).
+
+    Example
+    -------
+    >>> for clause in caption_clauses("a dog barks on the left, a bell rings in front "
+    ...                               "and a campfire pops and crackles on the right"):
+    ...     print(clause)
+    a dog barks on the left
+    a bell rings in front
+    a campfire pops and crackles on the right
+    >>> caption_clauses("on the left, a dog barks; in front, a bell rings")
+    ['on the left, a dog barks', 'in front, a bell rings']
+    >>> caption_clauses("a car passes in front of the house")
+    ['a car passes in front of the house']
+    """
+    grammar = _ClauseGrammar.of(ZoneVocabulary.from_config(zones))
+    text = caption.strip()
+    if grammar.zone_first.match(text):
+        cuts = [m.start("zone") for m in grammar.zone_first.finditer(text)][1:]
+    else:
+        cuts = [m.end() for m in grammar.zone_last.finditer(text)][:-1]
+    spans = []
+    for start, end in zip([0] + cuts, cuts + [len(text)]):
+        if spans and not grammar.has_sound(text[start:end]):
+            spans[-1] = (spans[-1][0], end)  # a fragment without a sound of its own
+        else:
+            spans.append((start, end))
+    if len(spans) == 1:
+        return [text]
+    return [grammar.strip_separators(text[start:end]) for start, end in spans]
+
+
+class _ClauseGrammar:
+    """Regular expressions of the caption grammar for one zone vocabulary (cached)."""
+
+    _cache = {}
+
+    def __init__(self, zones):
+        phrases = sorted({re.escape(z.phrase) for z in zones.zones}, key=len, reverse=True)
+        joins = {join for _, between, last in SCENE_PHRASINGS for join in (between, last)}
+        escaped_joins = sorted(map(re.escape, joins), key=len, reverse=True)
+        zone = "(?:" + "|".join(phrases) + ")"
+        separator = "(?:" + "|".join(escaped_joins) + ")"
+        words = "|".join(rf"\b{re.escape(word)}\b" if word.isalnum() else re.escape(word)
+                         for word in sorted({join.strip() for join in joins}))
+        flags = re.IGNORECASE
+        # "<sound> <zone>" closed by a separator or the end ("a dog barks on the left, ...")
+        self.zone_last = re.compile(rf"\b{zone}(?={separator}|\s*[.!]?\s*$)", flags)
+        # "<zone>, <sound>" at the start or after a separator ("on the left, a dog barks")
+        self.zone_first = re.compile(rf"(?:^|{separator})(?P<zone>{zone}),", flags)
+        self._edges = re.compile(rf"^(?:\s|{words})+|[\s,;.!]+$", flags)
+        self._zone = re.compile(rf"\b{zone}\b", flags)
+
+    @classmethod
+    def of(cls, zones):
+        key = tuple((z.name, z.phrase) for z in zones.zones)
+        if key not in cls._cache:
+            cls._cache[key] = cls(zones)
+        return cls._cache[key]
+
+    def strip_separators(self, piece):
+        """The piece without the separators and punctuation around it."""
+        return self._edges.sub("", piece)
+
+    def has_sound(self, piece):
+        """Whether the piece says more than a zone phrase and separators."""
+        return bool(self.strip_separators(self._zone.sub("", piece)))
 
 
 def permuted_captions(sources, phrasing=0, zones=None, order="left_to_right"):

@@ -9,7 +9,8 @@ Audio tower (:class:`SpatialAudioEncoder`)::
                               +--------------> spatial frames --> fusion --> attention
                                                                    pooling --> projection
 
-Text tower (:class:`TextTower`): transformers encoder, mean pooling, projection. Both
+Text tower (:class:`TextTower`): transformers encoder, pooling, projection; optionally
+each "sound + direction" clause on its own, averaged (``compose_clauses``). Both
 outputs are L2-normalised; :class:`LearnableTemperature` holds CLAP's logit scale.
 
 Every part is a constructor argument, so a HyperPyYAML file assembles the variant:
@@ -19,9 +20,12 @@ the not-content-aware one.
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from spatial_clap_sb.data.captions import ZoneVocabulary, caption_clauses
 from spatial_clap_sb.models.blocks import frame_mask
+from spatial_clap_sb.models.text import check_captions
 
 
 class SpatialAudioEncoder(nn.Module):
@@ -95,16 +99,49 @@ class TextTower(nn.Module):
         ``forward(list of str) -> [B, output_dim]``.
     projection : nn.Module
         ``[B, output_dim] -> [B, embedding]``, L2-normalised.
+    compose_clauses : bool
+        False embeds each caption as one sentence. True splits a scene caption into
+        its "sound + direction" clauses
+        (:func:`~spatial_clap_sb.data.captions.caption_clauses`), embeds each clause and returns their normalised mean: a scene is the sum of its
+        sources, whatever their number or the order the caption names them in. A
+        sentence tower learns binding from where the clauses of two-source captions sit
+        and does not carry it over to three sources; the composed tower does by
+        construction. A caption without that structure is one clause, embedded as is.
+    zones : ZoneVocabulary or list of dict, optional
+        The zone vocabulary whose phrases anchor the clauses (default: five zones).
+
+    Example
+    -------
+    >>> from spatial_clap_sb.models.fusion import ProjectionHead
+    >>> from spatial_clap_sb.models.text import TextEncoder
+    >>> tower = TextTower(TextEncoder(), ProjectionHead(384, 8), compose_clauses=True)
+    >>> tower(["a dog barks on the left and a bell rings on the right"]).shape
+    torch.Size([1, 8])
     """
 
-    def __init__(self, text_encoder, projection):
+    def __init__(self, text_encoder, projection, compose_clauses=False, zones=None):
         super().__init__()
         self.text_encoder = text_encoder
         self.projection = projection
+        self.compose_clauses = bool(compose_clauses)
+        self.zones = ZoneVocabulary.from_config(zones)
 
     def forward(self, captions):
         """``captions`` (list of str) -> unit-norm ``[batch, embedding_dim]``."""
-        return self.projection(self.text_encoder(captions))
+        if not self.compose_clauses:
+            return self.projection(self.text_encoder(captions))
+        check_captions(captions)
+        clauses = [caption_clauses(caption, self.zones) for caption in captions]
+        unique = list(dict.fromkeys(c for caption in clauses for c in caption))
+        encoded = self.projection(self.text_encoder(unique))
+        position = {clause: i for i, clause in enumerate(unique)}
+        rows = [position[c] for caption in clauses for c in caption]
+        owners = [i for i, caption in enumerate(clauses) for _ in caption]
+        device = encoded.device
+        sums = encoded.new_zeros(len(captions), encoded.shape[1]).index_add(
+            0, torch.tensor(owners, device=device),
+            encoded[torch.tensor(rows, device=device)])
+        return F.normalize(sums, dim=-1)
 
     def pretrained_parameters(self):
         """Trainable parameters of the pretrained text model (for a lower LR)."""
