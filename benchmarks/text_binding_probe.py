@@ -36,10 +36,10 @@ from probe_setup import load_probe, probe_arguments
 from spatial_clap_sb.data.captions import (
     N_PHRASINGS,
     compose_caption,
-    permuted_assignments,
+    permuted_captions,
     shuffled_mentions,
 )
-from spatial_clap_sb.losses import scl_loss
+from spatial_clap_sb.losses import embed_negatives, scl_loss
 from spatial_clap_sb.metrics import assignment_accuracy
 from spatial_clap_sb.models.source_zone import SourceZoneHead
 
@@ -54,65 +54,32 @@ def draw_sources(clips_by_label, zones, n_sources, rng):
             for label, zone in zip(labels, rng.sample(zones.names, n_sources))]
 
 
-def caption_embedder(tower, zones):
-    """Embeds each scene description as one composed caption (the recipe's text tower)."""
-    def embed(descriptions):
-        return tower([compose_caption(sources, phrasing, zones, order)
-                      for sources, phrasing, order in descriptions])
-    return embed
-
-
-def permuted_descriptions(sources, phrasing, order):
-    """The scene with every other source-to-zone assignment, sounds in the same order."""
-    return [(swapped, phrasing, order) for swapped in permuted_assignments(sources)]
-
-
-def description_batch(scenes, shuffle, rng):
-    """Training caption, another phrasing and permuted captions of each scene.
-
-    A description is ``(sources in mention order, phrasing, order)``; an embedder turns
-    it into a caption embedding.
-    """
+def caption_batch(scenes, zones, shuffle, rng):
+    """Training caption, another phrasing and permuted captions of each scene."""
     captions, paraphrases, negatives = [], [], []
     for sources in scenes:
         phrasing, order, mentioned = rng.randrange(N_PHRASINGS), "left_to_right", sources
         if len(sources) > 1 and rng.random() < shuffle:
             mentioned, order = shuffled_mentions(sources, rng), "as_given"
-        captions.append((mentioned, phrasing, order))
+        captions.append(compose_caption(mentioned, phrasing, zones, order))
         other = rng.choice([p for p in range(N_PHRASINGS) if p != phrasing]
                            if order == "left_to_right" else range(N_PHRASINGS))
-        paraphrases.append((sources, other, "left_to_right"))
-        negatives.append(permuted_descriptions(mentioned, phrasing, order)
-                         if len(sources) > 1 else [])
+        paraphrases.append(compose_caption(sources, other, zones))
+        negatives.append(permuted_captions(mentioned, phrasing, zones, order))
     return captions, paraphrases, negatives
 
 
-def padded(embed, negatives, dim):
-    """``[B, P, D]`` embeddings of each scene's permuted captions, and their mask."""
-    width = max(1, max(len(n) for n in negatives))
-    embeddings = torch.zeros(len(negatives), width, dim)
-    mask = torch.zeros(len(negatives), width, dtype=torch.bool)
-    flat = [d for n in negatives for d in n]
-    if flat:
-        encoded, start = embed(flat), 0
-        for row, descriptions in enumerate(negatives):
-            embeddings[row, :len(descriptions)] = encoded[start:start + len(descriptions)]
-            mask[row, :len(descriptions)] = True
-            start += len(descriptions)
-    return embeddings, mask
-
-
-def train(embed, params, head, clips_by_label, zones, args, rng):
+def train(tower, params, head, clips_by_label, zones, args, rng):
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     scale, start = 1 / 0.07, time.time()
     one_source = 3 * args.batch_size // 8
     for step in range(args.steps):
         scenes = [draw_sources(clips_by_label, zones, 1 if i < one_source else 2, rng)
                   for i in range(args.batch_size)]
-        captions, paraphrases, negatives = description_batch(scenes,
-                                                             args.shuffle_mentions, rng)
-        text, anchors = embed(captions), embed(paraphrases)
-        negative_emb, mask = padded(embed, negatives, text.shape[1])
+        captions, paraphrases, negatives = caption_batch(scenes, zones,
+                                                         args.shuffle_mentions, rng)
+        text, anchors = tower(captions), tower(paraphrases)
+        negative_emb, mask = embed_negatives(tower, negatives, text)
         loss = WEIGHT * scl_loss(anchors, text, negative_emb, mask, scale) \
             + WEIGHT * head(text, *head.targets(scenes))
         optimizer.zero_grad()
@@ -123,15 +90,15 @@ def train(embed, params, head, clips_by_label, zones, args, rng):
                   f"({(time.time() - start) / (step + 1):.2f} s/step)", flush=True)
 
 
-def evaluate(embed, head, manifest, limit):
+def evaluate(tower, head, manifest, zones, limit):
     """Text-side and read-out assignment on three-source captions, and their cosine."""
     entries = list(manifest.values())[:limit]
     true_text, permuted_text, true_head, permuted_head, closest = [], [], [], [], []
     with torch.no_grad():
         for entry in entries:
             sources = entry["sources"]
-            emb = embed([(sources, 0, "left_to_right"), (sources, 1, "left_to_right")]
-                        + permuted_descriptions(sources, 0, "left_to_right"))
+            captions = [compose_caption(sources, phrasing, zones) for phrasing in (0, 1)]
+            emb = tower(captions + permuted_captions(sources, 0, zones))
             scores = emb[1] @ emb[[0] + list(range(2, len(emb)))].T
             true_text.append(scores[0].item())
             permuted_text.append(scores[1:].numpy())
@@ -152,14 +119,13 @@ def main():
     model, zones, _, clips_by_label = load_probe(args)
     tower = model["text_tower"]
     head = SourceZoneHead(clips_by_label, zones.names, model["embedding_dim"])
-    embed = caption_embedder(tower, zones)
     params = [p for p in list(tower.parameters()) + list(head.parameters())
               if p.requires_grad]
-    train(embed, params, head, clips_by_label, zones, args, rng)
+    train(tower, params, head, clips_by_label, zones, args, rng)
     tower.eval()
     with open(f"{args.data_folder}/manifests/test_3src.json", encoding="utf-8") as f:
         manifest = json.load(f)
-    text, readout, cosine = evaluate(embed, head, manifest, args.n_test)
+    text, readout, cosine = evaluate(tower, head, manifest, zones, args.n_test)
     print(f"test_3src captions (overrides {args.overrides}, shuffle_mentions="
           f"{args.shuffle_mentions}): text {text:.3f}, "
           f"read-out {readout:.3f}, caption . closest permutation {cosine:.3f}")

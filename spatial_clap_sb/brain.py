@@ -41,6 +41,7 @@ from spatial_clap_sb.evaluation import SceneEmbeddings, scene_metrics
 from spatial_clap_sb.losses import (
     check_finite,
     clap_loss,
+    embed_negatives,
     prompt_classification_loss,
     scl_loss,
 )
@@ -104,7 +105,7 @@ class SpatialCLAPBrain(sb.Brain):
         audio, text = predictions["audio"], predictions["text"]
         scale = self.modules.temperature()
         loss_clap = clap_loss(audio, text, scale)
-        negatives, mask = self._negative_embeddings(batch.permuted, audio)
+        negatives, mask = embed_negatives(self.modules.text_tower, batch.permuted, audio)
         loss_scl = scl_loss(audio, text, negatives, mask, scale)
         loss = loss_clap + self.hparams.scl_weight * loss_scl
         if getattr(self.hparams, "text_consistency_weight", 0) > 0:
@@ -153,24 +154,6 @@ class SpatialCLAPBrain(sb.Brain):
         return self.modules.source_zone_head(torch.cat(embeddings), rows,
                                              classes.repeat(copies),
                                              zones.repeat(copies))
-
-    def _negative_embeddings(self, permuted, audio):
-        """Encodes each scene's permuted captions into ``[B, P, D]`` plus a mask."""
-        counts = [len(p) for p in permuted]
-        n_max = max(counts) if counts else 0
-        batch_size, dim = audio.shape
-        negatives = audio.new_zeros(batch_size, max(n_max, 1), dim)
-        mask = torch.zeros(batch_size, max(n_max, 1), dtype=torch.bool,
-                           device=audio.device)
-        if n_max == 0:
-            return negatives, mask
-        encoded = self.modules.text_tower([c for p in permuted for c in p])
-        start = 0
-        for row, count in enumerate(counts):
-            negatives[row, :count] = encoded[start:start + count]
-            mask[row, :count] = True
-            start += count
-        return negatives, mask
 
     def encode_text(self, captions):
         """Unit-norm text embeddings (used by the metrics)."""

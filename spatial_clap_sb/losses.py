@@ -301,6 +301,47 @@ def scl_loss(audio_emb, text_emb, negative_text_emb, negative_mask, logit_scale)
     return F.cross_entropy(logits, targets)
 
 
+def embed_negatives(encode, negatives, like):
+    """Embeds each scene's hard-negative captions into the padded form of :func:`scl_loss`.
+
+    Arguments
+    ---------
+    encode : callable
+        ``list of str -> [N, D]`` unit-norm embeddings (a text tower).
+    negatives : list of list of str
+        Per scene, its negative captions (possibly none).
+    like : torch.Tensor
+        ``[B, D]``: the batch size, size, device and dtype of the result.
+
+    Returns
+    -------
+    negative_emb : torch.Tensor
+        ``[B, P, D]`` with ``P`` the most negatives of a scene (at least 1), zero-padded.
+    mask : torch.Tensor
+        ``[B, P]`` bool, True where ``negative_emb`` is a real negative.
+
+    Example
+    -------
+    >>> encode = lambda captions: torch.eye(2)[[len(c) % 2 for c in captions]]
+    >>> emb, mask = embed_negatives(encode, [["ab", "c"], []], torch.zeros(2, 2))
+    >>> emb.shape, mask.tolist()
+    (torch.Size([2, 2, 2]), [[True, True], [False, False]])
+    """
+    counts = [len(captions) for captions in negatives]
+    width = max(counts + [1])
+    negative_emb = like.new_zeros(len(negatives), width, like.shape[1])
+    mask = torch.zeros(len(negatives), width, dtype=torch.bool, device=like.device)
+    flat = [caption for captions in negatives for caption in captions]
+    if not flat:
+        return negative_emb, mask
+    rows = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    columns = torch.cat([torch.arange(count) for count in counts])
+    rows, columns = rows.to(like.device), columns.to(like.device)
+    negative_emb[rows, columns] = encode(flat).to(like.dtype)
+    mask[rows, columns] = True
+    return negative_emb, mask
+
+
 def prompt_classification_loss(
     audio_emb, prompt_emb, targets, logit_scale, ignore_index=-1
 ):

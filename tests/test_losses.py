@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from spatial_clap_sb.losses import (
     check_finite,
     clap_loss,
+    embed_negatives,
     gather_with_grad,
     prompt_classification_loss,
     scl_loss,
@@ -388,3 +389,26 @@ def test_text_consistency_separates_a_caption_from_its_permuted_twin():
     after = separation(held_out)
     assert before > 0.9          # order-blind at the start
     assert after < before - 0.1  # and no longer after training on other scenes
+
+
+def test_embed_negatives_pads_each_scene_and_keeps_the_gradient():
+    table = torch.nn.Parameter(torch.randn(4, 3))
+    captions = ["a", "b", "c", "d"]
+
+    def encode(batch):
+        return table[[captions.index(c) for c in batch]]
+
+    like = torch.zeros(3, 3)
+    emb, mask = embed_negatives(encode, [["b"], [], ["d", "a", "c"]], like)
+    assert emb.shape == (3, 3, 3)
+    assert mask.tolist() == [[True, False, False], [False] * 3, [True] * 3]
+    assert torch.equal(emb[0, 0], table[1]) and torch.equal(emb[2], table[[3, 0, 2]])
+    assert not emb[~mask].any()  # padding is zero
+    emb.sum().backward()
+    assert table.grad.tolist() == torch.ones(4, 3).tolist()
+
+
+def test_embed_negatives_without_any_negative():
+    emb, mask = embed_negatives(lambda batch: pytest.fail("nothing to encode"),
+                                [[], []], torch.zeros(2, 5))
+    assert emb.shape == (2, 1, 5) and not mask.any()

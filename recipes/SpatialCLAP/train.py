@@ -27,6 +27,7 @@ from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.parameter_transfer import Pretrainer
 
 from spatial_clap_sb.brain import SpatialCLAPBrain
+from spatial_clap_sb.data.captions import ZoneVocabulary
 from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
 from spatial_clap_sb.data.prepare import prepare_spatial_scenes, split_mixer
 from spatial_clap_sb.export import check_checkpoint_fits, export_model
@@ -88,9 +89,9 @@ def training_modules(hparams, labels):
         if not labels:
             raise ValueError("source_zone_weight > 0 needs training sources with a "
                              "label, clip_id or caption; set --source_zone_weight=0.")
-        zone_names = [zone["name"] for zone in hparams["zones"]]
         modules["source_zone_head"] = SourceZoneHead(
-            labels, zone_names, hparams["model"]["embedding_dim"])
+            labels, ZoneVocabulary.from_config(hparams["zones"]).names,
+            hparams["model"]["embedding_dim"])
         hparams["checkpointer"].add_recoverable("source_zone_head",
                                                 modules["source_zone_head"])
     return modules

@@ -102,11 +102,12 @@ class TextTower(nn.Module):
     compose_clauses : bool
         False embeds each caption as one sentence. True splits a scene caption into
         its "sound + direction" clauses
-        (:func:`~spatial_clap_sb.data.captions.caption_clauses`), embeds each clause and returns their normalised mean: a scene is the sum of its
-        sources, whatever their number or the order the caption names them in. A
-        sentence tower learns binding from where the clauses of two-source captions sit
-        and does not carry it over to three sources; the composed tower does by
-        construction. A caption without that structure is one clause, embedded as is.
+        (:func:`~spatial_clap_sb.data.captions.caption_clauses`), embeds each clause
+        and returns their normalised mean: a scene is the sum of its sources, whatever
+        their number or the order the caption names them in. A sentence tower learns
+        binding from where the clauses of two-source captions sit and does not carry it
+        over to three sources; the composed tower does by construction. A caption
+        without that structure is one clause, embedded as is.
     zones : ZoneVocabulary or list of dict, optional
         The zone vocabulary whose phrases anchor the clauses (default: five zones).
 
@@ -133,14 +134,14 @@ class TextTower(nn.Module):
         check_captions(captions)
         clauses = [caption_clauses(caption, self.zones) for caption in captions]
         unique = list(dict.fromkeys(c for caption in clauses for c in caption))
-        encoded = self.projection(self.text_encoder(unique))
-        position = {clause: i for i, clause in enumerate(unique)}
-        rows = [position[c] for caption in clauses for c in caption]
+        encoded = self.projection(self.text_encoder(unique))  # each clause once
+        row = {clause: i for i, clause in enumerate(unique)}
+        rows = [row[c] for caption in clauses for c in caption]
         owners = [i for i, caption in enumerate(clauses) for _ in caption]
-        device = encoded.device
+        # One scatter-add, not a sum per caption (15x cheaper with its backward).
         sums = encoded.new_zeros(len(captions), encoded.shape[1]).index_add(
-            0, torch.tensor(owners, device=device),
-            encoded[torch.tensor(rows, device=device)])
+            0, torch.tensor(owners, device=encoded.device),
+            encoded[torch.tensor(rows, device=encoded.device)])
         return F.normalize(sums, dim=-1)
 
     def pretrained_parameters(self):
