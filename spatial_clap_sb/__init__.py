@@ -5,8 +5,8 @@ Sub-packages follow the data flow: ``data`` (sources, spatialiser, scene mixer,
 captions, manifests), ``models`` (content, spatial and text encoders), ``losses``,
 ``brain``, ``metrics`` and ``inference``.
 """
-from spatial_clap_sb._versions import check_torch_pair
+from spatial_clap_sb._versions import check_torchaudio_loads
 
-check_torch_pair()
+check_torchaudio_loads()
 
 __version__ = "0.1.0"

@@ -1,71 +1,79 @@
-"""Checks that torch and torchaudio come from one release line.
+"""The torch/torchaudio requirements and the check that the installed pair loads.
 
-SpeechBrain imports torchaudio, and a torchaudio wheel built for another torch release
-fails to load (or loads and crashes later). The check runs before anything imports
-SpeechBrain, so the user sees which versions are installed and the command that fixes it
-instead of a missing-symbol traceback.
+SpeechBrain imports torchaudio, and a torchaudio wheel built for another torch fails
+to load its compiled library (``undefined symbol``, or ``libc10_cuda.so`` missing under a
+CPU-only torch). Release-line arithmetic does not predict it: torchaudio 2.11.1 loads
+under torch 2.14.1 but not under torch 2.11.0. So the requirements below admit only
+pairs that were installed and loaded in a fresh environment, and
+:func:`check_torchaudio_loads` runs when ``spatial_clap_sb`` is imported, before
+anything imports SpeechBrain, so that a broken pair is reported with both versions and
+the command that fixes it instead of a traceback from inside torchaudio.
+
+This file imports nothing but the standard library: ``setup.py`` reads
+:data:`TORCH_REQUIREMENTS` from it.
 """
+import importlib
 from importlib import metadata
 
-SUPPORTED_RANGE = ">=2.7.1,<2.12"
-FIX_COMMAND = (
-    f'pip install "torch{SUPPORTED_RANGE}" "torchaudio{SUPPORTED_RANGE}"'
-)
+# Each torch release of the range was installed beside torchaudio 2.11.1 in a fresh
+# virtual environment, and torchaudio loaded and resampled (README.md lists the pairs).
+TORCH_REQUIREMENTS = ("torch>=2.12,<2.15", "torchaudio==2.11.1")
+FIX_COMMAND = "pip install " + " ".join(f'"{r}"' for r in TORCH_REQUIREMENTS)
 
 
-def release_line(version):
-    """Returns the (major, minor) release line of a version string.
-
-    Arguments
-    ---------
-    version : str
-        A version such as ``"2.11.0+cpu"``.
-
-    Returns
-    -------
-    tuple of int
-        ``(major, minor)``.
+def installed_version(package):
+    """The installed version of a distribution, or ``None`` when it is not installed.
 
     Example
     -------
-    >>> release_line("2.11.0+cpu")
-    (2, 11)
+    >>> installed_version("a-package-that-is-not-installed") is None
+    True
     """
-    major, minor = version.split("+")[0].split(".")[:2]
-    return int(major), int("".join(ch for ch in minor if ch.isdigit()))
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
-def check_torch_pair(torch_version=None, torchaudio_version=None):
-    """Raises ImportError when torch and torchaudio are from different release lines.
+def _import_torchaudio():
+    """Imports torchaudio, which loads its compiled library against the installed torch."""
+    importlib.import_module("torchaudio")
+
+
+def check_torchaudio_loads(load=_import_torchaudio):
+    """Raises ImportError unless torch and torchaudio are installed and load together.
 
     Arguments
     ---------
-    torch_version : str, optional
-        Installed torch version (read from the environment when omitted).
-    torchaudio_version : str, optional
-        Installed torchaudio version (read from the environment when omitted).
+    load : callable
+        Imports torchaudio (the default); it raises when the library does not load.
 
     Raises
     ------
     ImportError
-        Naming both installed versions and the install command that fixes the pair.
+        Naming the installed torch and torchaudio versions, the loader's own message,
+        and the ``pip install`` command that installs a pair that loads.
+
+    Example
+    -------
+    >>> check_torchaudio_loads()  # the installed pair loads: nothing happens
+    >>> def broken():
+    ...     raise OSError("libtorchaudio.so: undefined symbol: torch_exception_get_what")
+    >>> check_torchaudio_loads(broken)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ImportError: torchaudio ... does not load under torch ...
     """
+    torch_version = installed_version("torch")
+    torchaudio_version = installed_version("torchaudio")
+    if torch_version is None or torchaudio_version is None:
+        missing = "torch" if torch_version is None else "torchaudio"
+        raise ImportError(f"spatial_clap_sb needs {missing} (SpeechBrain imports "
+                          f"torchaudio); install a pair that loads with: {FIX_COMMAND}")
     try:
-        torch_version = torch_version or metadata.version("torch")
-    except metadata.PackageNotFoundError:
+        load()
+    except (OSError, ImportError, RuntimeError) as error:
         raise ImportError(
-            f"spatial_clap_sb needs torch; install a matching pair with: {FIX_COMMAND}"
-        ) from None
-    try:
-        torchaudio_version = torchaudio_version or metadata.version("torchaudio")
-    except metadata.PackageNotFoundError:
-        raise ImportError(
-            f"spatial_clap_sb needs torchaudio (SpeechBrain imports it) matching "
-            f"torch {torch_version}; install a matching pair with: {FIX_COMMAND}"
-        ) from None
-    if release_line(torch_version) != release_line(torchaudio_version):
-        raise ImportError(
-            f"torch {torch_version} and torchaudio {torchaudio_version} are from "
-            f"different release lines, and torchaudio will not load. Install a "
-            f"matching pair with: {FIX_COMMAND}"
-        )
+            f"torchaudio {torchaudio_version} does not load under torch {torch_version} "
+            f"({type(error).__name__}: {error}). SpeechBrain needs it. Install a pair "
+            f"that loads with: {FIX_COMMAND}") from error
