@@ -4,7 +4,8 @@
     python benchmarks/assignment_breakdown.py --model results/spatial_clap/1234/model \
         --data_folder data/generated
 
-For each multi-source test set (``test_2src``, ``test_3src``), with an exported model:
+For each multi-source test set (``test_2src``, ``test_3src`` and their held-out-language
+twins where the data folder has them), with an exported model:
 
 - ``audio``: the assignment accuracy of ``test_metrics.json`` (the audio embedding scores
   the scene's caption above every permuted-assignment caption);
@@ -25,26 +26,24 @@ import tempfile
 
 import numpy as np
 
-from spatial_clap_sb.data.captions import compose_caption, permuted_captions
 from spatial_clap_sb.inference import SpatialCLAP
 from spatial_clap_sb.metrics import assignment_accuracy_from_embeddings
 
 
 def embed_test_set(model, entries, data_folder):
-    """Audio, caption (phrasing 0), paraphrase (phrasing 1) and permuted-caption
+    """Audio, caption (the first), paraphrase (the second) and permuted-caption
     embeddings of a test set whose scenes all have the same number of sources."""
     zones = model.zones
     paths = [entry["wav"].replace("{data_root}", data_folder) for entry in entries]
     sources = [entry["sources"] for entry in entries]
-    permuted = [permuted_captions(s, 0, zones) for s in sources]
+    permuted = [entry["permuted_captions"][0] for entry in entries]
     if len({len(p) for p in permuted}) != 1:
         raise ValueError("Every scene of a test set needs the same number of sources.")
     flat = [caption for captions in permuted for caption in captions]
     return dict(
         audio=model.encode_files(paths, batch_size=32).numpy(),
-        caption=model.encode_text([compose_caption(s, 0, zones) for s in sources]).numpy(),
-        paraphrase=model.encode_text([compose_caption(s, 1, zones)
-                                      for s in sources]).numpy(),
+        caption=model.encode_text([e["captions"][0] for e in entries]).numpy(),
+        paraphrase=model.encode_text([e["captions"][1] for e in entries]).numpy(),
         permuted=model.encode_text(flat).numpy().reshape(len(sources), len(permuted[0]),
                                                          -1),
         gap=np.array([zones.smallest_gap([x["zone"] for x in s]) for s in sources]))
@@ -66,7 +65,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="exported model folder")
     parser.add_argument("--data_folder", required=True, help="a prepared data folder")
-    parser.add_argument("--tests", nargs="+", default=["test_2src", "test_3src"])
+    parser.add_argument("--tests", nargs="+", default=["test_2src", "test_3src",
+                                                       "test_2src_heldout",
+                                                       "test_3src_heldout"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         model = SpatialCLAP.from_hparams(source=args.model,

@@ -2,16 +2,18 @@
 """Does a text tower trained on one- and two-source captions bind three-source ones?
 
     python benchmarks/text_binding_probe.py --data_folder data/generated --steps 300
-    python benchmarks/text_binding_probe.py --data_folder data/generated --shuffle_mentions 0.5
+    python benchmarks/text_binding_probe.py --data_folder data/generated \
+        --manifest test_3src_heldout
     python benchmarks/text_binding_probe.py --data_folder data/generated \
         --overrides "{text_compose_clauses: False}"
 
 Trains only the text tower of a model file, on captions alone: the recipe's text
 consistency term (another phrasing of the scene must score the caption above its
 permuted-assignment captions, weight 3) and its source-zone read-out (per class, which
-zone; weight 3), on one- and two-source captions drawn from the train clips in the
-recipe's 3:5 ratio. Then, on the stored test_3src captions (three sources: never trained
-on), it reports
+zone; weight 3), on one- and two-source captions in the training language drawn from
+the train clips in the recipe's 3:5 ratio. Then, on the stored captions of a test
+manifest (default test_3src: three sources, never trained on; test_3src_heldout: the
+same scenes in held-out language), it reports
 
 * ``text``: how often another phrasing of the caption prefers it over all five
   permutations (the "text" column of ``assignment_breakdown.py``);
@@ -26,19 +28,13 @@ then averaged); ``--overrides "{text_compose_clauses: False}"`` embeds each capt
 one sentence.
 """
 import json
-import random
 import time
 
 import numpy as np
 import torch
 from probe_setup import load_probe, probe_arguments
 
-from spatial_clap_sb.data.captions import (
-    N_PHRASINGS,
-    compose_caption,
-    permuted_captions,
-    shuffled_mentions,
-)
+from spatial_clap_sb.data.captions import scene_captions
 from spatial_clap_sb.losses import embed_negatives, scl_loss
 from spatial_clap_sb.metrics import assignment_accuracy
 from spatial_clap_sb.models.source_zone import SourceZoneHead
@@ -48,24 +44,24 @@ WEIGHT = 3.0  # the recipe's text_consistency_weight and source_zone_weight
 
 def draw_sources(clips_by_label, zones, n_sources, rng):
     """Sources of a random scene: distinct classes in distinct zones."""
-    labels = rng.sample(sorted(clips_by_label), n_sources)
-    return [dict(caption=rng.choice(rng.choice(clips_by_label[label]).captions),
-                 label=label, zone=zone)
-            for label, zone in zip(labels, rng.sample(zones.names, n_sources))]
+    labels = sorted(clips_by_label)
+    picked = [labels[i] for i in rng.choice(len(labels), n_sources, replace=False)]
+    sources = []
+    for label, zone in zip(picked, rng.choice(zones.names, n_sources, replace=False)):
+        clip = clips_by_label[label][int(rng.integers(len(clips_by_label[label])))]
+        sources.append(dict(caption=clip.captions[int(rng.integers(len(clip.captions)))],
+                            label=label, zone=str(zone)))
+    return sources
 
 
-def caption_batch(scenes, zones, shuffle, rng):
+def caption_batch(scenes, zones, rng):
     """Training caption, another phrasing and permuted captions of each scene."""
     captions, paraphrases, negatives = [], [], []
     for sources in scenes:
-        phrasing, order, mentioned = rng.randrange(N_PHRASINGS), "left_to_right", sources
-        if len(sources) > 1 and rng.random() < shuffle:
-            mentioned, order = shuffled_mentions(sources, rng), "as_given"
-        captions.append(compose_caption(mentioned, phrasing, zones, order))
-        other = rng.choice([p for p in range(N_PHRASINGS) if p != phrasing]
-                           if order == "left_to_right" else range(N_PHRASINGS))
-        paraphrases.append(compose_caption(sources, other, zones))
-        negatives.append(permuted_captions(mentioned, phrasing, zones, order))
+        drawn, permuted = scene_captions(sources, rng, zones, "train", count=2)
+        captions.append(drawn[0])
+        paraphrases.append(drawn[1])
+        negatives.append(permuted[0])
     return captions, paraphrases, negatives
 
 
@@ -76,8 +72,7 @@ def train(tower, params, head, clips_by_label, zones, args, rng):
     for step in range(args.steps):
         scenes = [draw_sources(clips_by_label, zones, 1 if i < one_source else 2, rng)
                   for i in range(args.batch_size)]
-        captions, paraphrases, negatives = caption_batch(scenes, zones,
-                                                         args.shuffle_mentions, rng)
+        captions, paraphrases, negatives = caption_batch(scenes, zones, rng)
         text, anchors = tower(captions), tower(paraphrases)
         negative_emb, mask = embed_negatives(tower, negatives, text)
         loss = WEIGHT * scl_loss(anchors, text, negative_emb, mask, scale) \
@@ -90,15 +85,14 @@ def train(tower, params, head, clips_by_label, zones, args, rng):
                   f"({(time.time() - start) / (step + 1):.2f} s/step)", flush=True)
 
 
-def evaluate(tower, head, manifest, zones, limit):
-    """Text-side and read-out assignment on three-source captions, and their cosine."""
+def evaluate(tower, head, manifest, limit):
+    """Text-side and read-out assignment on a manifest's captions, and their cosine."""
     entries = list(manifest.values())[:limit]
     true_text, permuted_text, true_head, permuted_head, closest = [], [], [], [], []
     with torch.no_grad():
         for entry in entries:
             sources = entry["sources"]
-            captions = [compose_caption(sources, phrasing, zones) for phrasing in (0, 1)]
-            emb = tower(captions + permuted_captions(sources, 0, zones))
+            emb = tower(entry["captions"][:2] + entry["permuted_captions"][0])
             scores = emb[1] @ emb[[0] + list(range(2, len(emb)))].T
             true_text.append(scores[0].item())
             permuted_text.append(scores[1:].numpy())
@@ -113,9 +107,9 @@ def evaluate(tower, head, manifest, zones, limit):
 
 def main():
     parser = probe_arguments(__doc__.splitlines()[0], steps=300, n_test=300)
-    parser.add_argument("--shuffle_mentions", type=float, default=0.0)
+    parser.add_argument("--manifest", default="test_3src", help="stored test manifest")
     args = parser.parse_args()
-    rng = random.Random(args.seed)
+    rng = np.random.default_rng(args.seed)
     model, zones, _, clips_by_label = load_probe(args)
     tower = model["text_tower"]
     head = SourceZoneHead(clips_by_label, zones.names, model["embedding_dim"])
@@ -123,11 +117,10 @@ def main():
               if p.requires_grad]
     train(tower, params, head, clips_by_label, zones, args, rng)
     tower.eval()
-    with open(f"{args.data_folder}/manifests/test_3src.json", encoding="utf-8") as f:
+    with open(f"{args.data_folder}/manifests/{args.manifest}.json", encoding="utf-8") as f:
         manifest = json.load(f)
-    text, readout, cosine = evaluate(tower, head, manifest, zones, args.n_test)
-    print(f"test_3src captions (overrides {args.overrides}, shuffle_mentions="
-          f"{args.shuffle_mentions}): text {text:.3f}, "
+    text, readout, cosine = evaluate(tower, head, manifest, args.n_test)
+    print(f"{args.manifest} captions (overrides {args.overrides}): text {text:.3f}, "
           f"read-out {readout:.3f}, caption . closest permutation {cosine:.3f}")
 
 

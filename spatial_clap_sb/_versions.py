@@ -17,7 +17,7 @@ from importlib import metadata
 
 # Each torch release of the range was installed beside torchaudio 2.11.1 in a fresh
 # virtual environment, and torchaudio loaded and resampled (README.md lists the pairs).
-TORCH_REQUIREMENTS = ("torch>=2.12,<2.15", "torchaudio==2.11.1")
+TORCH_REQUIREMENTS = ("torch>=2.13,<2.15", "torchaudio==2.11.1")
 FIX_COMMAND = "pip install " + " ".join(f'"{r}"' for r in TORCH_REQUIREMENTS)
 
 

@@ -13,8 +13,9 @@ Objective per batch::
     + text_consistency_weight * scl_loss(other phrasing, caption, permuted)   text only
     + source_zone_weight * CE(per-class zone read-out, zone)   labelled sources
 
-The direction term names directions on their own ("a sound on the left"), the training
-signal that zero-shot direction classification needs. The text-consistency term breaks
+The direction term names directions on their own ("a sound on the left", "a noise far
+to the right": a prompt form and a wording per zone drawn from the training language
+each step), the training signal that zero-shot direction classification needs. The text-consistency term breaks
 the deadlock of contrastive binding: as long as neither tower tells a scene from its
 permuted twin, the SCL gradient on each tower is scaled by the other's (near-zero)
 difference. Asking another phrasing of the same scene to prefer its caption over the
@@ -32,11 +33,12 @@ Hyperparameters read from ``hparams``: ``zones``, ``scl_weight``, ``direction_we
 import logging
 import random
 
+import numpy as np
 import speechbrain as sb
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from spatial_clap_sb.data.captions import DIRECTION_TEMPLATES, direction_prompts
+from spatial_clap_sb.data.captions import random_direction_prompts
 from spatial_clap_sb.evaluation import SceneEmbeddings, scene_metrics
 from spatial_clap_sb.losses import (
     check_finite,
@@ -115,9 +117,9 @@ class SpatialCLAPBrain(sb.Brain):
             loss = loss + self.hparams.source_zone_weight * \
                 self._source_zone_loss(batch, audio, text)
         if self.hparams.direction_weight > 0:
-            template = random.choice(DIRECTION_TEMPLATES)
-            prompts = self.modules.text_tower(direction_prompts(self.hparams.zones,
-                                                                template))
+            rng = np.random.default_rng(random.getrandbits(64))  # seeded with the run
+            prompts = self.modules.text_tower(random_direction_prompts(rng,
+                                                                       self.hparams.zones))
             loss_dir = prompt_classification_loss(audio, prompts,
                                                   batch.zone_index.data, scale)
             loss = loss + self.hparams.direction_weight * loss_dir

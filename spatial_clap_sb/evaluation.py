@@ -8,12 +8,13 @@ inference interface, so a figure means the same thing everywhere:
 - ``assignment_acc`` over scenes with several sources: the true caption must score
   above every permuted-assignment caption;
 - ``direction_acc`` over one-source scenes: zero-shot over the zone vocabulary's
-  direction prompts.
+  direction prompts, in the language of the scenes' captions (the template prompt per
+  zone; for held-out language, the mean embedding of every held-out prompt of a zone).
 """
 import numpy as np
 import torch
 
-from spatial_clap_sb.data.captions import ZoneVocabulary, direction_prompts
+from spatial_clap_sb.data.captions import ZoneVocabulary, direction_prompt_sets
 from spatial_clap_sb.metrics import (
     assignment_accuracy,
     direction_accuracy,
@@ -26,17 +27,20 @@ class SceneEmbeddings:
 
     def __init__(self):
         self.audio, self.ids, self.captions, self.permuted = [], [], [], []
-        self.zone_index, self.n_sources = [], []
+        self.zone_index, self.n_sources, self.language = [], [], []
 
     def append(self, batch, audio_emb):
         """Adds a batch (with ``id``, ``captions``, ``permuted``, ``zone_index``,
-        ``n_sources`` as the scene pipeline gives them) and its ``[B, D]`` embeddings."""
+        ``n_sources`` and ``language`` as the scene pipeline gives them) and its
+        ``[B, D]`` embeddings."""
         self.audio.append(audio_emb.detach().float().cpu())
         self.ids.extend(batch.id)
         self.captions.extend(list(c) for c in batch.captions)
         self.permuted.extend(list(p) for p in batch.permuted)
         self.zone_index.extend(_as_list(batch.zone_index))
         self.n_sources.extend(_as_list(batch.n_sources))
+        self.language.extend(getattr(batch, "language", None)
+                             or ["template"] * len(batch.id))
 
     def __len__(self):
         return len(self.ids)
@@ -91,12 +95,39 @@ def scene_metrics(scenes, encode_text, zones=None):
         results["assignment_acc"] = _assignment(scenes, audio, with_negatives, encode_text)
     single = [i for i, z in enumerate(scenes.zone_index) if z >= 0]
     if single:
-        prompts = encode_in_batches(encode_text, direction_prompts(zones))
+        prompts = zone_prompt_embeddings(encode_text, zones,
+                                         "heldout" if "heldout" in scenes.language
+                                         else "template")
         accuracy, confusion = direction_accuracy(
             audio[single], prompts, np.asarray(scenes.zone_index)[single])
         results["direction_acc"] = accuracy
         results["direction_confusion"] = confusion.tolist()
     return results
+
+
+def zone_prompt_embeddings(encode_text, zones=None, language="template"):
+    """One unit-norm prompt embedding per zone: the mean of its prompts' embeddings.
+
+    Arguments
+    ---------
+    encode_text : callable
+        ``encode_text(list of str) -> [B, D]`` unit-norm text embeddings.
+    zones : ZoneVocabulary or list of dict, optional
+    language : str
+        ``"template"`` (one prompt per zone) or ``"heldout"`` (every held-out prompt
+        form with every held-out wording of the zone).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[n_zones, D]``, left to right.
+    """
+    prompt_sets = direction_prompt_sets(zones, language)
+    flat = [prompt for prompts in prompt_sets for prompt in prompts]
+    embedded = encode_in_batches(encode_text, flat)
+    owner = np.repeat(np.arange(len(prompt_sets)), [len(p) for p in prompt_sets])
+    means = np.stack([embedded[owner == z].mean(0) for z in range(len(prompt_sets))])
+    return means / np.linalg.norm(means, axis=1, keepdims=True)
 
 
 def _assignment(scenes, audio, rows, encode_text):

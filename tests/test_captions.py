@@ -5,17 +5,23 @@ import math
 
 import pytest
 
+import numpy as np
+import yaml
+
 from spatial_clap_sb.data.captions import (
-    DIRECTION_TEMPLATES,
+    ENGLISH,
     N_PHRASINGS,
     Zone,
     ZoneVocabulary,
     caption_clauses,
     compose_caption,
+    direction_prompt_sets,
     direction_prompts,
     permuted_assignments,
     permuted_captions,
-    shuffled_mentions,
+    random_direction_prompts,
+    scene_captions,
+    words_of,
 )
 
 DEFAULT_NAMES = ["left", "front-left", "front", "front-right", "right"]
@@ -295,16 +301,6 @@ def test_as_given_order_keeps_the_sound_order_in_every_permutation(phrasing):
         compose_caption(sources, phrasing, order="random")
 
 
-def test_shuffled_mentions_is_a_permutation_and_leaves_the_input_alone():
-    import random
-    sources = [DOG, CAR, BELL]
-    orders = {tuple(s["caption"] for s in shuffled_mentions(sources, random.Random(i)))
-              for i in range(40)}
-    assert len(orders) == 6  # every order of three sounds turns up
-    assert all(sorted(o) == sorted(s["caption"] for s in sources) for o in orders)
-    assert sources == [DOG, CAR, BELL]
-
-
 def test_permuted_assignments_move_zones_not_sources():
     sources = [DOG, CAR, BELL]
     swapped = permuted_assignments(sources)
@@ -339,8 +335,7 @@ def test_direction_prompts(n):
         zones = ZoneVocabulary.uniform(NINE_NAMES, NINE_PHRASES)
     prompts = direction_prompts(zones)
     assert len(prompts) == n
-    assert prompts == [DIRECTION_TEMPLATES[0].format(phrase=z.phrase)
-                       for z in zones.zones]
+    assert prompts == [f"a sound {z.phrase}" for z in zones.zones]
     assert len(set(prompts)) == n
     # A list of dicts works as well as a vocabulary.
     assert direction_prompts(zones.to_config()) == prompts
@@ -350,7 +345,7 @@ def test_direction_prompts_default_and_template():
     assert direction_prompts() == [
         "a sound on the left", "a sound on the front left", "a sound in front",
         "a sound on the front right", "a sound on the right"]
-    assert direction_prompts(THREE, template="noise {phrase}") == [
+    assert direction_prompts(THREE, template="noise {direction}") == [
         "noise on the left", "noise in the centre", "noise on the right"]
 
 
@@ -366,6 +361,99 @@ def test_smallest_gap_counts_zones_between_the_closest_two_sources():
 
 
 # ---------------------------------------------------------------------------------
+# The caption language: training and held-out parts
+# ---------------------------------------------------------------------------------
+
+
+def test_default_zones_have_eight_training_wordings_and_held_out_ones():
+    for zone in ZoneVocabulary.default().zones:
+        assert len(zone.phrases) >= 8 and len(set(zone.phrases)) == len(zone.phrases)
+        assert len(zone.heldout_phrases) >= 3
+        for wording in zone.phrases + zone.heldout_phrases:  # each names its direction
+            assert any(map(ZoneVocabulary.default().is_direction_word, words_of(wording)))
+
+
+def words_for(text):
+    return words_of(text)
+
+
+def test_held_out_language_shares_no_wording_form_joiner_or_frame_with_training():
+    zones = ZoneVocabulary.default()
+    train_wordings = {p for z in zones.zones for p in z.phrases}
+    for zone in zones.zones:
+        for heldout in zone.heldout_phrases:
+            # not one training wording, nor one inside it ("over on the left")
+            assert not any(w in heldout or heldout in w for w in train_wordings), heldout
+    train, heldout = ENGLISH["train"], ENGLISH["heldout"]
+    for field in ("clause_forms", "joiners", "frames", "prompt_forms"):
+        assert not set(getattr(train, field)) & set(getattr(heldout, field)), field
+
+
+def test_the_model_file_carries_the_default_vocabulary():
+    from pathlib import Path
+    model_file = Path(__file__).parents[1] / "hparams" / "spatial_clap_model.yaml"
+    head = model_file.read_text().split("# ---- Features")[0]
+    assert ZoneVocabulary(yaml.safe_load(head)["zones"]).to_config() == \
+        ZoneVocabulary.default().to_config()
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+@pytest.mark.parametrize("sources", [[DOG], [DOG, CAR], [DOG, CAR, BELL]])
+def test_scene_captions_and_negatives_differ_in_the_assignment_alone(split, sources):
+    zones = ZoneVocabulary.default()
+    rng = np.random.default_rng(0)
+    captions, permuted = scene_captions(sources, rng, zones, split, count=20)
+    assert len(captions) == len(permuted) == 20
+    assert len(set(captions)) > 10  # varied language, not one template
+    allowed = {z.name: set(z.wordings(split)) for z in zones.zones}
+    for caption, negatives in zip(captions, permuted):
+        assert len(negatives) == math.factorial(len(sources)) - 1
+        assert caption not in negatives and len(set(negatives)) == len(negatives)
+        for source in sources:  # (the first letter may be a capital)
+            assert source["caption"] in caption.lower()
+            assert any(w in caption.lower() for w in allowed[source["zone"]])
+        for negative in negatives:
+            # the same words, in another assignment
+            assert sorted(words_for(negative)) == sorted(words_for(caption))
+
+
+def test_scene_captions_are_fixed_by_the_seed_and_templates_come_in_turn():
+    draw = [scene_captions([DOG, CAR], np.random.default_rng(3), count=4)
+            for _ in range(2)]
+    assert draw[0] == draw[1]
+    captions, permuted = scene_captions([DOG, CAR], None, split="template", count=3)
+    assert captions == [compose_caption([DOG, CAR], p) for p in range(3)]
+    assert permuted == [permuted_captions([DOG, CAR], p) for p in range(3)]
+
+
+def test_held_out_direction_prompts_use_held_out_words_only():
+    zones = ZoneVocabulary.default()
+    sets = direction_prompt_sets(zones, "heldout")
+    assert len(sets) == 5
+    for zone, prompts in zip(zones.zones, sets):
+        assert len(prompts) == len(ENGLISH["heldout"].prompt_forms) * len(
+            zone.heldout_phrases)
+        assert not any(p in prompt for p in zone.phrases[:1] for prompt in prompts
+                       if p not in zone.heldout_phrases[0])
+    assert direction_prompt_sets(zones) == [[p] for p in direction_prompts(zones)]
+    drawn = random_direction_prompts(np.random.default_rng(1), zones)
+    assert len(drawn) == 5 and all(
+        any(w in prompt for w in zone.phrases) for zone, prompt in zip(zones.zones, drawn))
+
+
+def test_a_vocabulary_without_held_out_wordings_says_so():
+    with pytest.raises(ValueError, match="no held-out wordings"):
+        scene_captions([{"caption": "a", "zone": "left"}], np.random.default_rng(0),
+                       THREE, "heldout")
+
+
+def test_old_single_phrase_vocabularies_still_load():
+    zones = ZoneVocabulary(THREE)
+    assert zones["centre"].phrases == ("in the centre",)
+    assert zones.direction_words == {"left", "centre", "right"}
+
+
+# ---------------------------------------------------------------------------------
 # Clauses of a caption
 # ---------------------------------------------------------------------------------
 
@@ -378,13 +466,54 @@ STREET = {"caption": "a car passes in front of the house", "zone": "front-right"
 @pytest.mark.parametrize("sources", [[DOG], [CAR, CAMPFIRE], [STREET, DOG, BELL],
                                      [CAMPFIRE, STREET, CAR]])
 def test_caption_clauses_invert_compose_caption(sources, phrasing, order):
-    """Every composed caption splits into the one-source captions of its sources, even
+    """Every template caption splits into the one-source captions of its sources, even
     when a sound's own words hold "and" or a zone phrase ("in front of the house")."""
     zones = ZoneVocabulary.default()
     mentioned = (sources if order == "as_given"
                  else sorted(sources, key=lambda s: zones.index(s["zone"])))
     caption = compose_caption(sources, phrasing, order=order)
     assert caption_clauses(caption) == [compose_caption([s], phrasing) for s in mentioned]
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_caption_clauses_find_every_source_in_drawn_language(split):
+    """Generated captions of 2 and 3 sources, in either language: each clause holds
+    exactly one source's sound and that source's wording."""
+    from spatial_clap_sb.data.sources import GENERATED_CLASSES
+
+    zones = ZoneVocabulary.default()
+    sounds = [phrasings for phrasings in GENERATED_CLASSES.values()]
+    rng = np.random.default_rng(11)
+    found = total = 0
+    for trial in range(400):
+        k = 2 + trial % 2
+        picked = rng.choice(len(sounds), k, replace=False)
+        sources = [{"caption": sounds[i][int(rng.integers(3))], "zone": zones.names[z]}
+                   for i, z in zip(picked, rng.choice(5, k, replace=False))]
+        captions, permuted = scene_captions(sources, rng, zones, split)
+        for caption in captions + permuted[0]:
+            clauses = caption_clauses(caption, zones)
+            total += 1
+            found += len(clauses) == k and all(
+                sum(s["caption"] in clause.lower() for clause in clauses) == 1
+                for s in sources)
+    assert found / total >= 0.98, found / total
+
+
+@pytest.mark.parametrize("caption, expected", [
+    ("To the left a dog barks, whereas a car passes off to the right.",
+     ["To the left a dog barks", "a car passes off to the right"]),
+    ("a dog barks ahead and to the left and rain falls on the right side",
+     ["a dog barks ahead and to the left", "rain falls on the right side"]),
+    ("off to the left, a campfire pops and crackles; on the right, a dog barks",
+     ["off to the left, a campfire pops and crackles", "on the right, a dog barks"]),
+    ("A dog barks leftward - a bell rings at the right front",
+     ["A dog barks leftward", "a bell rings at the right front"]),
+    ("rain falls, to the left, and a dog barks, to the right",
+     ["rain falls, to the left", "a dog barks, to the right"]),
+])
+def test_caption_clauses_of_typed_captions(caption, expected):
+    assert caption_clauses(caption) == expected
 
 
 @pytest.mark.parametrize("caption", [

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from spatial_clap_sb.data.captions import N_PHRASINGS, ZoneVocabulary, compose_caption
+from spatial_clap_sb.data.captions import (N_PHRASINGS, ZoneVocabulary, compose_caption,
+                                           permuted_captions)
 from spatial_clap_sb.data.mixer import MixerConfig, SceneMixer
 from spatial_clap_sb.data.sources import SourceClip
 from spatial_clap_sb.data.spatialiser import SpatialiserConfig, render_rir_bank
@@ -204,12 +205,24 @@ def test_rendered_direction(anechoic_bank, zones):
 
 
 @pytest.mark.parametrize("n_sources", [1, 2, 3])
-def test_captions_follow_composition(mixer, zones, n_sources):
-    for scene in _draws(mixer, n_sources, count=10):
-        assert len(scene["captions"]) == N_PHRASINGS
-        for p in range(N_PHRASINGS):
-            assert scene["captions"][p] == compose_caption(scene["sources"], p, zones)
-        assert scene["caption"] == scene["captions"][0]
+def test_captions_follow_the_language_split(mixer, zones, n_sources):
+    for scene in _draws(mixer, n_sources, count=10):  # the training language
+        assert len(scene["captions"]) == len(scene["permuted_captions"]) == N_PHRASINGS
+        assert scene["language"] == "train"
+        for caption in scene["captions"]:
+            assert all(s["caption"] in caption.lower() for s in scene["sources"])
+    template = mixer.draw(np.random.default_rng(0), n_sources, "template")
+    assert template["captions"] == [compose_caption(template["sources"], p, zones)
+                                    for p in range(N_PHRASINGS)]
+    assert template["permuted_captions"][0] == permuted_captions(template["sources"],
+                                                                 0, zones)
+
+
+def test_captions_do_not_change_the_audio(mixer):
+    scenes = [mixer.draw(np.random.default_rng(5), 2, language)
+              for language in ("train", "template")]
+    assert scenes[0]["sources"] == scenes[1]["sources"]
+    assert np.array_equal(mixer.render(scenes[0]), mixer.render(scenes[1]))
 
 
 def test_too_few_labels_raises(bank, zones, config):

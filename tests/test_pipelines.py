@@ -81,7 +81,9 @@ def test_items(prepared, name):
         assert len(item["captions"]) == N_PHRASINGS
         assert item["caption"] == entry["captions"][0] == entry["caption"]
         assert len(item["permuted"]) == N_PERMUTED[k]
-        assert item["permuted"] == permuted_captions(entry["sources"], 0, ZONES)
+        assert item["permuted"] == entry["permuted_captions"][0]
+        if entry["language"] == "template":
+            assert item["permuted"] == permuted_captions(entry["sources"], 0, ZONES)
         assert item["caption"] not in item["permuted"]
         if k == 1:
             assert item["zone_index"] == ZONES.index(entry["sources"][0]["zone"])
@@ -111,34 +113,33 @@ def test_train_draws_phrasings(prepared, name):
         seen.add(phrasing)
         # Hard negatives in the same sentence form as the positive.
         assert item["permuted"] == permuted_captions(entry["sources"], phrasing, ZONES)
+        assert item["permuted"] == entry["permuted_captions"][phrasing]
         assert len(item["permuted"]) == N_PERMUTED[entry["n_sources"]]
         assert item["captions"] == entry["captions"]  # all phrasings, unchanged
     assert seen == set(range(N_PHRASINGS))
 
 
-def test_train_shuffles_mentions_with_matching_negatives(prepared):
-    """Shuffled captions name every source once, negatives in the same sound order."""
+@pytest.mark.parametrize("name", ["test_1src", "test_2src", "test_3src"])
+def test_held_out_manifests_describe_the_same_scenes_in_held_out_language(prepared, name):
     folder, paths = prepared
-    dataset = scene_dataset(paths["test_3src"], folder, SR, train=True,
-                            shuffle_mentions=1.0)
-    manifest = _load(paths["test_3src"])
-    random.seed(0)
-    shuffled = 0
-    for _ in range(30):
-        item = dataset[0]
-        sources = manifest[item["id"]]["sources"]
-        caption = item["caption"]
-        shuffled += caption not in item["captions"]
-        sound_order = sorted(sources, key=lambda s: caption.index(s["caption"]))
-        assert len(item["permuted"]) == N_PERMUTED[3]
-        assert caption not in item["permuted"]
-        for negative in item["permuted"]:
-            assert sorted(sound_order, key=lambda s: negative.index(s["caption"])) \
-                == sound_order
-    assert shuffled > 10  # 5 of the 6 orders are not left to right
-    # Evaluation captions are never shuffled.
-    evaluation = scene_dataset(paths["test_3src"], folder, SR, shuffle_mentions=1.0)
-    assert evaluation[0]["caption"] == manifest[evaluation[0]["id"]]["caption"]
+    template, heldout = _load(paths[name]), _load(paths[name + "_heldout"])
+    assert list(template) == list(heldout)
+    zones = ZoneVocabulary.default()
+    training_words = {p for z in zones.zones for p in z.phrases}
+    for scene_id, entry in heldout.items():
+        assert entry["wav"] == template[scene_id]["wav"]
+        assert entry["sources"] == template[scene_id]["sources"]
+        assert entry["language"] == "heldout" and template[scene_id]["language"] == \
+            "template"
+        for caption, negatives in zip(entry["captions"], entry["permuted_captions"]):
+            assert not any(f" {w} " in f" {caption.lower()} " for w in training_words)
+            for source in entry["sources"]:
+                assert any(w in caption.lower() for w in zones[source["zone"]]
+                           .heldout_phrases)
+            assert len(negatives) == N_PERMUTED[entry["n_sources"]]
+    item = scene_dataset(paths[name + "_heldout"], folder, SR)[0]
+    assert item["language"] == "heldout"
+    assert item["caption"] == heldout[item["id"]]["captions"][0]
 
 
 def test_eval_caption_is_fixed(prepared):
@@ -192,8 +193,8 @@ def test_mixed_user_manifest(prepared, tmp_path):
     entries = {
         "plain": {"wav": scene["wav"], "caption": "two things happen"},
         scene_id: scene,
-        "freeform": dict(scene, caption="something else entirely",
-                         captions=["something else entirely"]),
+        "freeform": {"wav": scene["wav"], "caption": "something else entirely",
+                     "sources": scene["sources"]},
         single_id: {"wav": single["wav"], "caption": single["caption"],
                     "sources": single["sources"]},
     }

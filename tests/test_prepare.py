@@ -13,7 +13,7 @@ import soundfile as sf
 from spatial_clap_sb.data import prepare as prepare_module
 from spatial_clap_sb.data.audio_io import write_audio
 from spatial_clap_sb.data.captions import N_PHRASINGS, ZoneVocabulary, compose_caption
-from spatial_clap_sb.data.prepare import DATA_ROOT, prepare_spatial_scenes
+from spatial_clap_sb.data.prepare import DATA_ROOT, manifest_names, prepare_spatial_scenes
 
 SR = 16000
 SCENE_COUNTS = {"train": {1: 4, 2: 4}, "valid": {1: 2, 2: 2}, "test_1src": {1: 3},
@@ -85,7 +85,7 @@ def prepared_copy(prepared, tmp_path):
 
 def test_returns_one_manifest_per_name(prepared):
     folder, paths = prepared
-    assert set(paths) == set(SCENE_COUNTS)
+    assert set(paths) == set(manifest_names(SCENE_COUNTS))
     for name, path in paths.items():
         assert os.path.normpath(path) == os.path.normpath(
             os.path.join(folder, "manifests", f"{name}.json"))
@@ -99,9 +99,9 @@ def test_manifest_schema(prepared):
     folder, paths = prepared
     for name, path in paths.items():
         manifest = _load(path)
-        assert len(manifest) == sum(SCENE_COUNTS[name].values())
+        assert len(manifest) == sum(SCENE_COUNTS[_base(name)].values())
         for scene_id, entry in manifest.items():
-            assert scene_id.startswith(name)
+            assert scene_id.startswith(_base(name))
             assert entry["wav"].startswith(DATA_ROOT + "/")
             assert entry["duration"] == pytest.approx(0.5)
             assert isinstance(entry["caption"], str) and entry["caption"]
@@ -121,8 +121,19 @@ def test_manifest_schema(prepared):
             # Distinct zones and labels; captions follow the composition rule.
             assert len({s["zone"] for s in entry["sources"]}) == entry["n_sources"]
             assert len({s["label"] for s in entry["sources"]}) == entry["n_sources"]
+            # Test captions are the template; the others are drawn language.
+            assert entry["language"] == {"train": "train", "valid": "train"}.get(
+                name, "heldout" if name.endswith("_heldout") else "template")
+            assert len(entry["permuted_captions"]) == N_PHRASINGS
             for p in range(N_PHRASINGS):
-                assert entry["captions"][p] == compose_caption(entry["sources"], p)
+                if entry["language"] == "template":
+                    assert entry["captions"][p] == compose_caption(entry["sources"], p)
+                for source in entry["sources"]:
+                    assert source["caption"] in entry["captions"][p].lower()
+
+
+def _base(name):
+    return name[:-len("_heldout")] if name.endswith("_heldout") else name
 
 
 def test_wav_files(prepared):
@@ -146,11 +157,11 @@ def test_source_counts_per_manifest(prepared):
         counts = {}
         for entry in _load(path).values():
             counts[entry["n_sources"]] = counts.get(entry["n_sources"], 0) + 1
-        assert counts == SCENE_COUNTS[name]
+        assert counts == SCENE_COUNTS[_base(name)]
         if name in ("train", "valid"):
             assert set(counts) <= {1, 2}
         if 3 in counts:
-            assert name == "test_3src"
+            assert _base(name) == "test_3src"
 
 
 def test_split_by_clip(prepared):
@@ -191,7 +202,7 @@ def test_second_call_does_nothing(prepared_copy):
     elapsed = time.perf_counter() - start
     assert elapsed < 1.0
     assert _all_files(prepared_copy) == before  # nothing written, nothing removed
-    assert set(paths) == set(SCENE_COUNTS)
+    assert set(paths) == set(manifest_names(SCENE_COUNTS))
 
 
 @pytest.mark.parametrize("change", [
@@ -204,7 +215,7 @@ def test_changed_options_rebuild(prepared_copy, change):
     old_audio, _ = sf.read(folder / "scenes" / "train" / "train_00006.wav")
     paths = prepare_spatial_scenes(str(folder), **_options(**change))
     new = {name: _load(path) for name, path in paths.items()}
-    assert set(new) == set(SCENE_COUNTS)
+    assert set(new) == set(manifest_names(SCENE_COUNTS))
     for name in SCENE_COUNTS:
         assert len(new[name]) == len(old[name])
         if "seed" in change or name != "test_1src":
@@ -298,7 +309,7 @@ def test_failure_while_writing_a_manifest(tmp_path, monkeypatch):
 
     paths = prepare_spatial_scenes(str(folder), **OPTIONS)
     for name, path in paths.items():
-        assert len(_load(path)) == sum(SCENE_COUNTS[name].values())
+        assert len(_load(path)) == sum(SCENE_COUNTS[_base(name)].values())
     assert _tmp_files(folder) == []
     assert not os.path.exists(folder / "prepare_in_progress.json")
 
@@ -361,18 +372,19 @@ def test_user_csv_end_to_end(tmp_path):
         scene_counts=counts,
         spatialiser=dict(n_rooms=1, positions_per_zone=1, max_order=1),
         mixer=dict(scene_duration=0.5), seed=3)
-    assert set(paths) == set(counts)
+    assert set(paths) == set(manifest_names(counts))
     assert not os.path.exists(folder / "sources")  # no generated library
     captions = {f"{c} {k}" for c in labels.values() for k in range(3)}
     train_ids = _clip_ids(_load(paths["train"]))
     for name, path in paths.items():
         manifest = _load(path)
-        assert len(manifest) == sum(counts[name].values())
+        assert len(manifest) == sum(counts[_base(name)].values())
         for entry in manifest.values():
             for source in entry["sources"]:
                 assert source["label"] in labels
                 assert source["caption"] in captions
-            assert entry["captions"][0] == compose_caption(entry["sources"])
+            if entry["language"] == "template":
+                assert entry["captions"][0] == compose_caption(entry["sources"])
             info = sf.info(_wav_path(entry, folder))
             assert (info.channels, info.samplerate, info.frames) == (2, SR, 8000)
         if name.startswith("test"):

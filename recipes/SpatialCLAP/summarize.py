@@ -19,7 +19,11 @@ COLUMNS = [("test_2src", "assignment_acc", "2-src assign"),
            ("test_2src", "a2t_R@1", "2-src a2t R@1"),
            ("test_2src", "mAP@10", "2-src mAP@10"),
            ("test_1src", "t2a_R@1", "1-src t2a R@1"),
-           ("test_3src", "t2a_R@1", "3-src t2a R@1")]
+           ("test_3src", "t2a_R@1", "3-src t2a R@1"),
+           ("test_2src_heldout", "assignment_acc", "held-out 2-src assign"),
+           ("test_3src_heldout", "assignment_acc", "held-out 3-src assign"),
+           ("test_1src_heldout", "direction_acc", "held-out direction"),
+           ("test_2src_heldout", "t2a_R@1", "held-out 2-src t2a R@1")]
 LOG_VALUE = re.compile(r"(train|valid) ([^:,]+): ([-0-9.e+]+)")
 
 

@@ -29,13 +29,19 @@ from speechbrain.utils.parameter_transfer import Pretrainer
 from spatial_clap_sb.brain import SpatialCLAPBrain
 from spatial_clap_sb.data.captions import ZoneVocabulary
 from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
-from spatial_clap_sb.data.prepare import prepare_spatial_scenes, split_mixer
+from spatial_clap_sb.data.prepare import (
+    HELDOUT_SUFFIX,
+    manifest_names,
+    prepare_spatial_scenes,
+    split_mixer,
+)
 from spatial_clap_sb.export import check_checkpoint_fits, export_model
 from spatial_clap_sb.metrics import direction_probe_accuracy
 from spatial_clap_sb.models.source_zone import SourceZoneHead, source_class_key
 
 PREPARE_KEYS = ("source_csv", "source_format", "audio_dir", "n_clips_per_class",
-                "scene_counts", "zones", "spatialiser", "mixer", "seed")
+                "scene_counts", "zones", "spatialiser", "mixer", "seed",
+                "heldout_language")
 
 
 def prepare_manifests(hparams):
@@ -49,23 +55,20 @@ def prepare_manifests(hparams):
         "data_folder": hparams["data_folder"],
         **{key: hparams[key] for key in PREPARE_KEYS}})
     return {name: os.path.join(hparams["data_folder"], "manifests", f"{name}.json")
-            for name in hparams["scene_counts"]}
+            for name in manifest_names(hparams["scene_counts"],
+                                       hparams["heldout_language"], hparams["zones"])}
 
 
 def dataio_prepare(hparams, manifests):
     """Builds the train, valid and test datasets."""
     def dataset(name, train=False):
         return scene_dataset(manifests[name], hparams["data_folder"],
-                             hparams["sample_rate"], hparams["zones"], train=train,
-                             zone_negatives=train and hparams["zone_negatives"],
-                             shuffle_mentions=hparams.get("shuffle_mentions", 0.0))
+                             hparams["sample_rate"], hparams["zones"], train=train)
 
     if hparams["dynamic_mixing"]:
         mixer = split_mixer(hparams["data_folder"], "train")
         train = dynamic_scene_dataset(mixer, hparams["train_scene_counts"],
-                                      hparams["seed"], hparams["zones"],
-                                      hparams["zone_negatives"],
-                                      hparams.get("shuffle_mentions", 0.0))
+                                      hparams["seed"], hparams["zones"])
         labels = {source_class_key(vars(clip)) for clip in mixer.clips}
     else:
         max_sources = max(k for k, n in hparams["train_scene_counts"].items() if n > 0)
@@ -132,7 +135,9 @@ def test_and_probe(brain, valid_set, test_sets, hparams):
         brain.evaluate(test_set, max_key="valid_score",
                        test_loader_kwargs=dict(loader_opts))  # SB mutates the dict
         results[name] = brain.last_metrics
-    probe_sets = [n for n, r in results.items() if "direction_acc" in r]
+    # The probe reads audio embeddings only: a held-out-language twin has the same.
+    probe_sets = [n for n, r in results.items()
+                  if "direction_acc" in r and not n.endswith(HELDOUT_SUFFIX)]
     valid = brain.embed_dataset(valid_set, loader_opts) if probe_sets else None
     fit = [i for i, z in enumerate(valid.zone_index) if z >= 0] if valid else []
     for name in probe_sets if fit else []:

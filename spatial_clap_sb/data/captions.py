@@ -1,10 +1,28 @@
-"""Zone vocabulary and spatial captions.
+"""Zone vocabulary and the caption language of spatial scenes.
 
 A stereo pair only hears the frontal half-plane, so a direction is an azimuth from -90
 (left) to +90 (right). The half-plane is divided into named *zones*; the vocabulary is
 data (a list of dicts in a YAML file, say), not code, so a user can choose three zones or
-nine. Scene captions are composed from the sources' own captions and zones with a
-deterministic rule: sources are mentioned from left to right.
+nine, and each zone owns the wordings that say it ("on the left", "off to the left",
+"on the listener's left", ...): a vocabulary in another language brings its own.
+
+Scene captions are language, not one template. :class:`CaptionLanguage` lists the
+sentence material (clause forms, joiners, frames, direction-prompt forms);
+:data:`ENGLISH` holds two disjoint sets of it, ``"train"`` and ``"heldout"``, and every
+zone has training wordings (``phrases``) and held-out ones (``heldout_phrases``).
+Training captions only ever use the training set; test captions in held-out language
+only the held-out set, so that "understands directions" is measured on words and
+forms the model never read. The ``"template"`` language is the fixed original phrasing
+(``compose_caption``), reported beside the held-out one.
+
+A :class:`CaptionStyle` fixes every choice of one caption (form, joiners, frame,
+wording of each zone, mention order). The hard negatives of spatial contrastive
+learning are the same style with the sources' directions permuted, so they differ from
+the caption in the assignment alone.
+
+:func:`caption_clauses` splits any caption, typed by a person or generated, into its
+"sound + direction" clauses without knowing its wordings: it cuts at punctuation and
+joiner words and regroups the pieces around the direction words of the vocabulary.
 
 Example
 -------
@@ -17,17 +35,19 @@ Example
 'a dog barks on the left and a car passes on the right'
 >>> permuted_captions(sources)
 ['a car passes on the left and a dog barks on the right']
+>>> caption_clauses("To the left a dog barks, whereas a car passes off to the right.")
+['To the left a dog barks', 'a car passes off to the right']
 """
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class Zone:
-    """A named azimuth interval of the frontal half-plane.
+    """A named azimuth interval of the frontal half-plane and the wordings that say it.
 
     Arguments
     ---------
@@ -35,58 +55,131 @@ class Zone:
         Short identifier, e.g. ``"front-left"``.
     low, high : float
         Azimuth interval in degrees (-90 left, +90 right), ``low < high``.
-    phrase : str
-        How a caption says it, e.g. ``"on the front left"``.
+    phrases : tuple of str
+        Training wordings, e.g. ``("on the front left", "slightly to the left")``; the
+        first is the template wording. A single string is one wording.
+    heldout_phrases : tuple of str
+        Wordings that training never uses (the held-out language test); may be empty.
+    direction_words : tuple of str
+        The words of its wordings that name the direction ("left" in "off to the
+        left"), which :func:`caption_clauses` anchors clauses on; a word's stem counts
+        too ("leftward"). Default: every word of ``phrases`` but function words.
     """
 
     name: str
     low: float
     high: float
-    phrase: str
+    phrases: tuple
+    heldout_phrases: tuple = ()
+    direction_words: tuple = ()
+
+    def __post_init__(self):
+        for key in ("phrases", "heldout_phrases", "direction_words"):
+            value = getattr(self, key)
+            object.__setattr__(self, key, (value,) if isinstance(value, str)
+                               else tuple(value))
+        if not self.phrases or not all(p.strip() for p in self.phrases):
+            raise ValueError(f"Zone {self.name} needs at least one non-empty wording.")
+        shared = set(self.phrases) & set(self.heldout_phrases)
+        if shared:
+            raise ValueError(f"Zone {self.name}: wordings {sorted(shared)} are both "
+                             "training and held-out wordings.")
+
+    @property
+    def phrase(self):
+        """The template wording (the first training wording)."""
+        return self.phrases[0]
+
+    @property
+    def anchor_words(self):
+        """The direction words, given or derived from the training wordings."""
+        if self.direction_words:
+            return frozenset(w.lower() for w in self.direction_words)
+        return frozenset(w for p in self.phrases for w in words_of(p)) - FUNCTION_WORDS
 
     @property
     def centre(self):
         """Azimuth in the middle of the zone (degrees)."""
         return 0.5 * (self.low + self.high)
 
+    def wordings(self, split="train"):
+        """The zone's wordings of a language split (``template``, ``train``, ``heldout``)."""
+        if split == "template":
+            return self.phrases[:1]
+        if split == "train":
+            return self.phrases
+        if split == "heldout":
+            if not self.heldout_phrases:
+                raise ValueError(f"Zone {self.name} has no held-out wordings.")
+            return self.heldout_phrases
+        raise ValueError(f"Unknown language split {split!r}; use {LANGUAGE_SPLITS}.")
 
-_DEFAULT_ZONES = (
-    ("left", "on the left"),
-    ("front-left", "on the front left"),
-    ("front", "in front"),
-    ("front-right", "on the front right"),
-    ("right", "on the right"),
-)
 
-# Direction-only captions: the training signal that names a direction on its own,
-# and the prompts of zero-shot direction classification (first template).
-DIRECTION_TEMPLATES = (
-    "a sound {phrase}",
-    "something is heard {phrase}",
-    "a sound source {phrase}",
+LANGUAGE_SPLITS = ("template", "train", "heldout")
+
+# The default vocabulary's wordings (the model file hparams/spatial_clap_model.yaml
+# carries the same data; a test keeps the two equal). Each zone: training wordings,
+# the template one first, held-out wordings, and the words that name the direction.
+DEFAULT_ZONE_WORDINGS = (
+    ("left",
+     ("on the left", "to the left", "off to the left", "on the left side",
+      "on the listener's left", "far to the left", "leftward", "on the left-hand side",
+      "hard left"),
+     ("from the left side", "at the far left", "all the way left"),
+     ("left",)),
+    ("front-left",
+     ("on the front left", "front left", "ahead and to the left", "slightly to the left",
+      "left of centre", "half left", "a little to the left", "ahead on the left",
+      "to the front left"),
+     ("forward left", "a bit left", "at the left front"),
+     ("left", "front", "ahead", "centre")),
+    ("front",
+     ("in front", "straight ahead", "ahead", "in the centre", "dead ahead",
+      "directly in front", "in the middle", "front and centre", "centre front"),
+     ("at the centre", "dead centre", "centre stage"),
+     ("front", "ahead", "centre", "middle", "straight")),
+    ("front-right",
+     ("on the front right", "front right", "ahead and to the right",
+      "slightly to the right", "right of centre", "half right", "a little to the right",
+      "ahead on the right", "to the front right"),
+     ("forward right", "a bit right", "at the right front"),
+     ("right", "front", "ahead", "centre")),
+    ("right",
+     ("on the right", "to the right", "off to the right", "on the right side",
+      "on the listener's right", "far to the right", "rightward",
+      "on the right-hand side", "hard right"),
+     ("from the right side", "at the far right", "all the way right"),
+     ("right",)),
 )
+# Articles, prepositions and the plainest joiner: never a sound's content on their own.
+FUNCTION_WORDS = frozenset(("a", "an", "the", "to", "of", "on", "in", "at", "from", "by",
+                            "and"))
 
 
 class ZoneVocabulary:
-    """An ordered list of zones tiling the frontal half-plane.
+    """An ordered list of zones tiling the frontal half-plane, with their wordings.
 
     Arguments
     ---------
     zones : list of Zone or dict
-        Zones from left to right; dicts need ``name``, ``low``, ``high`` and ``phrase``.
+        Zones from left to right; dicts need ``name``, ``low``, ``high`` and ``phrases``
+        (a list of wordings, or ``phrase``: one), and may have ``heldout_phrases`` and
+        ``direction_words`` (see :class:`Zone`).
 
     Example
     -------
     >>> zones = ZoneVocabulary([
-    ...     {"name": "left", "low": -90, "high": -30, "phrase": "on the left"},
+    ...     {"name": "left", "low": -90, "high": -30, "phrases": ["on the left"]},
     ...     {"name": "centre", "low": -30, "high": 30, "phrase": "in the centre"},
-    ...     {"name": "right", "low": 30, "high": 90, "phrase": "on the right"}])
+    ...     {"name": "right", "low": 30, "high": 90, "phrases": ["on the right"]}])
     >>> zones.zone_of(-45.0).name
     'left'
+    >>> sorted(zones.direction_words)
+    ['centre', 'left', 'right']
     """
 
     def __init__(self, zones):
-        self.zones = [z if isinstance(z, Zone) else Zone(**z) for z in zones]
+        self.zones = [z if isinstance(z, Zone) else _zone_from_dict(z) for z in zones]
         if not self.zones:
             raise ValueError("A zone vocabulary needs at least one zone.")
         names = [z.name for z in self.zones]
@@ -105,12 +198,18 @@ class ZoneVocabulary:
                     "the frontal half-plane [-90, 90] with low < high."
                 )
         self._index = {z.name: i for i, z in enumerate(self.zones)}
+        self.wording_words = frozenset(
+            w for z in self.zones for p in z.phrases for w in words_of(p))
+        self.direction_words = frozenset().union(*(z.anchor_words for z in self.zones))
 
     @classmethod
     def default(cls):
-        """The default five equal zones: left, front-left, front, front-right, right."""
-        return cls.uniform([name for name, _ in _DEFAULT_ZONES],
-                           [phrase for _, phrase in _DEFAULT_ZONES])
+        """The default five equal zones (left, front-left, front, front-right, right)
+        with the wordings of :data:`DEFAULT_ZONE_WORDINGS`."""
+        edges = np.linspace(-90.0, 90.0, len(DEFAULT_ZONE_WORDINGS) + 1)
+        return cls([Zone(name, float(lo), float(hi), phrases, heldout, anchors)
+                    for (name, phrases, heldout, anchors), lo, hi
+                    in zip(DEFAULT_ZONE_WORDINGS, edges[:-1], edges[1:])])
 
     @classmethod
     def uniform(cls, names, phrases):
@@ -120,8 +219,8 @@ class ZoneVocabulary:
         ---------
         names : list of str
             Zone names, left to right.
-        phrases : list of str
-            Caption phrases, e.g. ``"on the left"``.
+        phrases : list of str or list of list of str
+            Each zone's wording(s), e.g. ``"on the left"``.
 
         Returns
         -------
@@ -144,8 +243,9 @@ class ZoneVocabulary:
 
     def to_config(self):
         """Returns the list of dicts that rebuilds this vocabulary."""
-        return [dict(name=z.name, low=z.low, high=z.high, phrase=z.phrase)
-                for z in self.zones]
+        return [dict(name=z.name, low=z.low, high=z.high, phrases=list(z.phrases),
+                     heldout_phrases=list(z.heldout_phrases),
+                     direction_words=list(z.direction_words)) for z in self.zones]
 
     @property
     def names(self):
@@ -185,22 +285,261 @@ class ZoneVocabulary:
                 return zone
         raise ValueError(f"Azimuth {azimuth} lies in no zone of {self.names}.")
 
+    def is_direction_word(self, word):
+        """Whether a lower-case word names a direction (its stem does: "leftward")."""
+        return word in self.direction_words or any(
+            len(stem) >= 4 and word.startswith(stem) for stem in self.direction_words)
 
-# Sentence forms of a scene caption: how one source is said, and how the sources are
-# joined (the last separator between the last two). Phrasing 0 is the fixed default.
-SCENE_PHRASINGS = (
-    ("{caption} {zone}", ", ", " and "),
-    ("{caption} {zone}", ", ", " while "),
-    ("{zone}, {caption}", "; ", "; "),
+
+def _zone_from_dict(config):
+    config = dict(config)
+    if "phrase" in config:  # one wording (vocabularies written before wording lists)
+        config.setdefault("phrases", (config.pop("phrase"),))
+    return Zone(**config)
+
+
+def words_of(text):
+    """Lower-case words of a text (hyphens and punctuation separate words).
+
+    Example
+    -------
+    >>> words_of("On the left-hand side, a dog barks.")
+    ['on', 'the', 'left', 'hand', 'side', 'a', 'dog', 'barks']
+    """
+    return re.findall(r"[0-9a-z']+", text.lower())
+
+
+@dataclass(frozen=True)
+class CaptionLanguage:
+    """The sentence material of scene captions (one split of a language).
+
+    Arguments
+    ---------
+    clause_forms : tuple of str
+        How one source is said, with ``{sound}`` (the source's caption, "a dog barks")
+        and ``{direction}`` (a zone wording, "off to the left").
+    joiners : tuple of (str, str)
+        ``(between, last)``: what separates the clauses, and the last two.
+    frames : tuple of str
+        Sentences around the whole scene, with ``{}``.
+    prompt_forms : tuple of str
+        Direction-only captions (zero-shot direction prompts), with ``{direction}``.
+    """
+
+    clause_forms: tuple
+    joiners: tuple
+    frames: tuple
+    prompt_forms: tuple
+
+
+# The template: the fixed original phrasings (sound first, left to right, the first
+# wording of each zone) and the first prompt form. ``compose_caption(..., phrasing=i)``.
+TEMPLATE_PHRASINGS = (
+    ("{sound} {direction}", ", ", " and "),
+    ("{sound} {direction}", ", ", " while "),
+    ("{direction}, {sound}", "; ", "; "),
 )
-N_PHRASINGS = len(SCENE_PHRASINGS)
+N_PHRASINGS = len(TEMPLATE_PHRASINGS)
+
+# English in two disjoint parts: training captions use "train" only, held-out test
+# captions "heldout" only (with the zones' held-out wordings). The template's forms,
+# joiners and prompt form are part of "train".
+ENGLISH = {
+    "train": CaptionLanguage(
+        clause_forms=("{sound} {direction}", "{direction}, {sound}", "{sound}, {direction}",
+                      "{direction} {sound}", "{sound} somewhere {direction}"),
+        joiners=((", ", " and "), (", ", " while "), ("; ", "; "), (", ", ", and "),
+                 (" and ", " and "), (". ", ". ")),
+        frames=("{}", "{}.", "in this recording, {}.", "here {}.", "listen: {}",
+                "the scene: {}"),
+        prompt_forms=("a sound {direction}", "something is heard {direction}",
+                      "a sound source {direction}", "a noise {direction}")),
+    "heldout": CaptionLanguage(
+        clause_forms=("{direction} is where {sound}", "{sound}, heard {direction}"),
+        joiners=((", ", " whereas "), ("; ", " as "), (" - ", " - ")),
+        frames=("you can hear that {}.", "in this clip, {}"),
+        prompt_forms=("something can be heard {direction}",
+                      "you hear something {direction}")),
+}
+
+# Mention orders of a drawn style: sounds named left to right, right to left, or in
+# random order (the caption must then bind each sound to its own direction phrase).
+MENTION_ORDERS = ("left_to_right", "right_to_left", "random")
 
 
-MENTION_ORDERS = ("left_to_right", "as_given")
+@dataclass(frozen=True)
+class CaptionStyle:
+    """Every choice of one caption; the same style with permuted directions gives the
+    hard negatives.
+
+    Arguments
+    ---------
+    clause_form, between, last, frame : str
+        As in :class:`CaptionLanguage`.
+    wordings : dict
+        Zone name -> the wording used for it.
+    order : str
+        ``"left_to_right"``, ``"right_to_left"`` or ``"as_given"`` (the order of the
+        sources passed to :func:`compose`).
+    capitalise : bool
+        Upper-case the first letter.
+    """
+
+    clause_form: str
+    between: str
+    last: str
+    frame: str = "{}"
+    wordings: dict = field(default_factory=dict)
+    order: str = "left_to_right"
+    capitalise: bool = False
+
+
+def template_style(phrasing=0, zones=None, order="left_to_right"):
+    """The style of template phrasing ``phrasing`` (0 is the fixed default)."""
+    zones = ZoneVocabulary.from_config(zones)
+    if not 0 <= phrasing < N_PHRASINGS:
+        raise ValueError(f"phrasing must be in [0, {N_PHRASINGS}), got {phrasing}.")
+    form, between, last = TEMPLATE_PHRASINGS[phrasing]
+    return CaptionStyle(form, between, last,
+                        wordings={z.name: z.phrase for z in zones.zones}, order=order)
+
+
+def draw_style(rng, zones=None, split="train", language=None):
+    """Draws a caption style from a language split.
+
+    Arguments
+    ---------
+    rng : numpy.random.Generator
+    zones : ZoneVocabulary or list of dict, optional
+    split : str
+        ``"train"`` or ``"heldout"`` (``"template"``: phrasing 0 of the template).
+    language : dict of str -> CaptionLanguage, optional
+        Default :data:`ENGLISH`.
+
+    Returns
+    -------
+    CaptionStyle
+        With ``order`` ``"left_to_right"``, ``"right_to_left"`` or, for a random
+        mention order, ``"random"`` (see :func:`scene_captions`).
+    """
+    zones = ZoneVocabulary.from_config(zones)
+    if split == "template":
+        return template_style(0, zones)
+    material = (language or ENGLISH)[split]
+
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
+
+    between, last = pick(material.joiners)
+    return CaptionStyle(
+        clause_form=pick(material.clause_forms), between=between, last=last,
+        frame=pick(material.frames),
+        wordings={z.name: pick(z.wordings(split)) for z in zones.zones},
+        order=pick(MENTION_ORDERS), capitalise=bool(rng.integers(2)))
+
+
+def compose(sources, style, zones=None):
+    """The caption of ``sources`` in a style.
+
+    Arguments
+    ---------
+    sources : list of dict
+        Each with ``caption`` (e.g. ``"a dog barks"``) and ``zone`` (a zone name).
+    style : CaptionStyle
+    zones : ZoneVocabulary or list of dict, optional
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> style = CaptionStyle("{direction}, {sound}", ", ", " whereas ",
+    ...                      frame="in this clip, {}", capitalise=True,
+    ...                      wordings={"left": "far to the left", "right": "hard right"})
+    >>> compose([{"caption": "a car passes", "zone": "right"},
+    ...          {"caption": "a dog barks", "zone": "left"}], style)
+    'In this clip, far to the left, a dog barks whereas hard right, a car passes'
+    """
+    zones = ZoneVocabulary.from_config(zones)
+    if not sources:
+        raise ValueError("A scene caption needs at least one source.")
+    if style.order in ("left_to_right", "right_to_left"):
+        sources = sorted(sources, key=lambda s: zones.index(s["zone"]),
+                         reverse=style.order == "right_to_left")
+    elif style.order != "as_given":
+        raise ValueError(f"Style order must be left_to_right, right_to_left or "
+                         f"as_given, got {style.order!r}.")
+    parts = []
+    for source in sources:
+        sound = str(source["caption"]).strip()
+        if not sound:
+            raise ValueError(f"Source {source} has an empty caption.")
+        wording = style.wordings.get(source["zone"]) or zones[source["zone"]].phrase
+        parts.append(style.clause_form.format(sound=sound, direction=wording))
+    scene = parts[0] if len(parts) == 1 else \
+        style.between.join(parts[:-1]) + style.last + parts[-1]
+    caption = style.frame.format(scene)
+    return caption[:1].upper() + caption[1:] if style.capitalise else caption
+
+
+def scene_captions(sources, rng, zones=None, split="train", count=1, language=None):
+    """Captions of a scene drawn from a language, each with its hard negatives.
+
+    Arguments
+    ---------
+    sources : list of dict
+        Each with ``caption`` and ``zone``.
+    rng : numpy.random.Generator
+    zones : ZoneVocabulary or list of dict, optional
+    split : str
+        ``"train"``, ``"heldout"`` or ``"template"`` (then the template phrasings
+        0, 1, ... in turn, not drawn, with :func:`permuted_captions` as negatives).
+    count : int
+        How many captions.
+    language : dict of str -> CaptionLanguage, optional
+
+    Returns
+    -------
+    captions : list of str
+    permuted : list of list of str
+        For each caption, the same style and the same order of the sounds with every
+        other source-to-zone assignment (``k! - 1`` captions for ``k`` sources, in a
+        fixed order): the SCL negatives.
+
+    Example
+    -------
+    >>> rng = np.random.default_rng(0)
+    >>> captions, permuted = scene_captions(
+    ...     [{"caption": "a dog barks", "zone": "left"},
+    ...      {"caption": "rain falls", "zone": "right"}], rng, split="heldout")
+    >>> len(captions), len(permuted[0])
+    (1, 1)
+    """
+    zones = ZoneVocabulary.from_config(zones)
+    if split == "template":  # every caption, negatives included, left to right
+        phrasings = [index % N_PHRASINGS for index in range(count)]
+        return ([compose_caption(sources, p, zones) for p in phrasings],
+                [permuted_captions(sources, p, zones) for p in phrasings])
+    captions, permuted = [], []
+    for _ in range(count):
+        style = draw_style(rng, zones, split, language)
+        mentioned = list(sources)
+        if style.order == "random":
+            mentioned = [mentioned[i] for i in rng.permutation(len(mentioned))]
+            style = CaptionStyle(**dict(vars(style), order="as_given"))
+        elif len(mentioned) > 1:
+            mentioned = sorted(mentioned, key=lambda s: zones.index(s["zone"]),
+                               reverse=style.order == "right_to_left")
+            style = CaptionStyle(**dict(vars(style), order="as_given"))
+        captions.append(compose(mentioned, style, zones))
+        permuted.append([compose(swapped, style, zones)
+                         for swapped in permuted_assignments(mentioned)])
+    return captions, permuted
 
 
 def compose_caption(sources, phrasing=0, zones=None, order="left_to_right"):
-    """Composes a scene caption from its sources, mentioned from left to right.
+    """The template caption of a scene, its sources mentioned from left to right.
 
     Arguments
     ---------
@@ -208,13 +547,11 @@ def compose_caption(sources, phrasing=0, zones=None, order="left_to_right"):
         Each with ``caption`` (e.g. ``"a dog barks"``) and ``zone`` (a zone name), as the
         sources stand in a manifest entry.
     phrasing : int
-        Which of the ``N_PHRASINGS`` sentence forms to use (0 is the fixed default).
+        Which of the ``N_PHRASINGS`` template phrasings to use (0 is the default).
     zones : ZoneVocabulary or list of dict, optional
         The zone vocabulary (default: five zones).
     order : str
-        ``"left_to_right"`` (the rule of every stored caption) or ``"as_given"``: the
-        sources in list order, a training augmentation under which the first-mentioned
-        sound no longer tells where it is (see :func:`shuffled_mentions`).
+        ``"left_to_right"`` or ``"as_given"`` (the sources in list order).
 
     Returns
     -------
@@ -229,118 +566,11 @@ def compose_caption(sources, phrasing=0, zones=None, order="left_to_right"):
     ...                  {"caption": "a dog barks", "zone": "left"}], order="as_given")
     'a car passes on the right and a dog barks on the left'
     """
-    zones = ZoneVocabulary.from_config(zones)
-    if not sources:
-        raise ValueError("A scene caption needs at least one source.")
-    if not 0 <= phrasing < N_PHRASINGS:
-        raise ValueError(f"phrasing must be in [0, {N_PHRASINGS}), got {phrasing}.")
-    if order not in MENTION_ORDERS:
-        raise ValueError(f"order must be one of {MENTION_ORDERS}, got {order!r}.")
-    part_form, separator, last_separator = SCENE_PHRASINGS[phrasing]
-    if order == "left_to_right":
-        sources = sorted(sources, key=lambda s: zones.index(s["zone"]))
-    parts = []
-    for source in sources:
-        caption = str(source["caption"]).strip()
-        if not caption:
-            raise ValueError(f"Source {source} has an empty caption.")
-        parts.append(part_form.format(caption=caption, zone=zones[source["zone"]].phrase))
-    if len(parts) == 1:
-        return parts[0]
-    return separator.join(parts[:-1]) + last_separator + parts[-1]
-
-
-def caption_clauses(caption, zones=None):
-    """Splits a scene caption into its "sound + direction" clauses.
-
-    The inverse of :func:`compose_caption`, read from the string alone, so that it works
-    on any caption a user types: a clause ends at a zone phrase that closes it (followed
-    by a separator of :data:`SCENE_PHRASINGS` or the end), or, in the zone-first
-    phrasing, starts at a zone phrase followed by a comma. A zone phrase inside a sound's
-    own words ("a car passes in front of the house") is no cut, and a fragment without
-    a sound of its own is merged into its neighbour. A caption without that structure
-    (free text, a direction prompt, one source) is one clause.
-
-    Arguments
-    ---------
-    caption : str
-    zones : ZoneVocabulary or list of dict, optional
-        The zone vocabulary whose phrases anchor the clauses.
-
-    Returns
-    -------
-    list of str
-        The clauses in the order the caption mentions them (at least one).
-
-    Example
-    -------
-    >>> for clause in caption_clauses("a dog barks on the left, a bell rings in front "
-    ...                               "and a campfire pops and crackles on the right"):
-    ...     print(clause)
-    a dog barks on the left
-    a bell rings in front
-    a campfire pops and crackles on the right
-    >>> caption_clauses("on the left, a dog barks; in front, a bell rings")
-    ['on the left, a dog barks', 'in front, a bell rings']
-    >>> caption_clauses("a car passes in front of the house")
-    ['a car passes in front of the house']
-    """
-    grammar = _ClauseGrammar.of(ZoneVocabulary.from_config(zones))
-    text = caption.strip()
-    if grammar.zone_first.match(text):
-        cuts = [m.start("zone") for m in grammar.zone_first.finditer(text)][1:]
-    else:
-        cuts = [m.end() for m in grammar.zone_last.finditer(text)][:-1]
-    spans = []
-    for start, end in zip([0] + cuts, cuts + [len(text)]):
-        if spans and not grammar.has_sound(text[start:end]):
-            spans[-1] = (spans[-1][0], end)  # a fragment without a sound of its own
-        else:
-            spans.append((start, end))
-    if len(spans) == 1:
-        return [text]
-    return [grammar.strip_separators(text[start:end]) for start, end in spans]
-
-
-class _ClauseGrammar:
-    """Regular expressions of the caption grammar for one zone vocabulary (cached)."""
-
-    _cache = {}
-
-    def __init__(self, zones):
-        phrases = sorted({re.escape(z.phrase) for z in zones.zones}, key=len, reverse=True)
-        joins = {join for _, between, last in SCENE_PHRASINGS for join in (between, last)}
-        escaped_joins = sorted(map(re.escape, joins), key=len, reverse=True)
-        zone = "(?:" + "|".join(phrases) + ")"
-        separator = "(?:" + "|".join(escaped_joins) + ")"
-        words = "|".join(rf"\b{re.escape(word)}\b" if word.isalnum() else re.escape(word)
-                         for word in sorted({join.strip() for join in joins}))
-        flags = re.IGNORECASE
-        # "<sound> <zone>" closed by a separator or the end ("a dog barks on the left, ...")
-        self.zone_last = re.compile(rf"\b{zone}(?={separator}|\s*[.!]?\s*$)", flags)
-        # "<zone>, <sound>" at the start or after a separator ("on the left, a dog barks")
-        self.zone_first = re.compile(rf"(?:^|{separator})(?P<zone>{zone}),", flags)
-        self._edges = re.compile(rf"^(?:\s|{words})+|[\s,;.!]+$", flags)
-        self._zone = re.compile(rf"\b{zone}\b", flags)
-
-    @classmethod
-    def of(cls, zones):
-        key = tuple((z.name, z.phrase) for z in zones.zones)
-        if key not in cls._cache:
-            cls._cache[key] = cls(zones)
-        return cls._cache[key]
-
-    def strip_separators(self, piece):
-        """The piece without the separators and punctuation around it."""
-        return self._edges.sub("", piece)
-
-    def has_sound(self, piece):
-        """Whether the piece says more than a zone phrase and separators."""
-        return bool(self.strip_separators(self._zone.sub("", piece)))
+    return compose(sources, template_style(phrasing, zones, order), zones)
 
 
 def permuted_captions(sources, phrasing=0, zones=None, order="left_to_right"):
-    """Captions of every non-identity permutation of the zone assignment.
+    """Template captions of every non-identity permutation of the zone assignment.
 
     These are the hard negatives of spatial contrastive learning: the same sources, the
     same set of directions, but the wrong source in each direction (k! - 1 captions for
@@ -351,13 +581,10 @@ def permuted_captions(sources, phrasing=0, zones=None, order="left_to_right"):
     sources : list of dict
         Each with ``caption`` and ``zone``.
     phrasing : int
-        Sentence form, as in :func:`compose_caption`.
+        Template phrasing, as in :func:`compose_caption`.
     zones : ZoneVocabulary or list of dict, optional
-        The zone vocabulary.
     order : str
-        Mention order, as in :func:`compose_caption`. With ``"as_given"`` every
-        permuted caption names the sounds in the same order as the true one, and only
-        which direction follows which sound differs.
+        Mention order, as in :func:`compose_caption`.
 
     Returns
     -------
@@ -394,71 +621,20 @@ def permuted_assignments(sources):
             for assignment in itertools.permutations(identity) if assignment != identity]
 
 
-def shuffled_mentions(sources, rng):
-    """The sources in a random mention order (a training-caption augmentation).
-
-    Stored captions mention sounds from left to right, so in a two-source caption the
-    first-mentioned sound is always the left one: a tower can tell a caption from its
-    permuted twin by which sound comes first, a shortcut that does not carry over to
-    three sources. Captions composed with ``order="as_given"`` from shuffled sources
-    leave only the pairing of each sound with its own direction phrase.
-
-    Arguments
-    ---------
-    sources : list of dict
-    rng : random.Random
-
-    Returns
-    -------
-    list of dict
-        A shuffled copy (the input is not changed).
-    """
-    return rng.sample(list(sources), len(sources))
-
-
-def moved_captions(sources, phrasing=0, zones=None):
-    """Captions of a one-source scene with the source moved to every other zone.
-
-    Hard negatives that differ from the true caption in the direction alone (4 for the
-    five default zones); they make the text side encode where a named sound is.
-
-    Arguments
-    ---------
-    sources : list of dict
-        Exactly one source, with ``caption`` and ``zone``.
-    phrasing : int
-    zones : ZoneVocabulary or list of dict, optional
-
-    Returns
-    -------
-    list of str
-
-    Example
-    -------
-    >>> moved_captions([{"caption": "a bell rings", "zone": "left"}])[0]
-    'a bell rings on the front left'
-    """
-    zones = ZoneVocabulary.from_config(zones)
-    if len(sources) != 1:
-        raise ValueError(f"moved_captions takes one source, got {len(sources)}.")
-    return [compose_caption([dict(sources[0], zone=name)], phrasing, zones)
-            for name in zones.names if name != sources[0]["zone"]]
-
-
-def direction_prompts(zones=None, template=DIRECTION_TEMPLATES[0]):
-    """Direction-only prompts for zero-shot direction classification.
+def direction_prompts(zones=None, template=None):
+    """Direction-only prompts for zero-shot direction classification (template).
 
     Arguments
     ---------
     zones : ZoneVocabulary or list of dict, optional
         The zone vocabulary.
-    template : str
-        A template with a ``{phrase}`` field.
+    template : str, optional
+        A prompt form with a ``{direction}`` field (default: the first training one).
 
     Returns
     -------
     list of str
-        One prompt per zone, left to right.
+        One prompt per zone (its template wording), left to right.
 
     Example
     -------
@@ -466,4 +642,220 @@ def direction_prompts(zones=None, template=DIRECTION_TEMPLATES[0]):
     'a sound on the left'
     """
     zones = ZoneVocabulary.from_config(zones)
-    return [template.format(phrase=z.phrase) for z in zones.zones]
+    template = template or ENGLISH["train"].prompt_forms[0]
+    return [template.format(direction=z.phrase) for z in zones.zones]
+
+
+def direction_prompt_sets(zones=None, split="template", language=None):
+    """Every direction prompt of a language split, grouped by zone.
+
+    Zero-shot direction classification averages the embeddings of a zone's prompts
+    (prompt ensembling). ``"template"`` gives :func:`direction_prompts`' one prompt
+    per zone; ``"heldout"`` every held-out prompt form with every held-out wording.
+
+    Example
+    -------
+    >>> direction_prompt_sets(split="heldout")[0][:2]
+    ['something can be heard from the left side', 'something can be heard at the far left']
+    """
+    zones = ZoneVocabulary.from_config(zones)
+    if split == "template":
+        return [[prompt] for prompt in direction_prompts(zones)]
+    forms = (language or ENGLISH)[split].prompt_forms
+    return [[form.format(direction=w) for form in forms for w in z.wordings(split)]
+            for z in zones.zones]
+
+
+def random_direction_prompts(rng, zones=None, language=None):
+    """One training prompt per zone, form and wording drawn (the direction objective).
+
+    Arguments
+    ---------
+    rng : numpy.random.Generator
+    zones : ZoneVocabulary or list of dict, optional
+    language : dict of str -> CaptionLanguage, optional
+
+    Returns
+    -------
+    list of str
+        Left to right.
+    """
+    zones = ZoneVocabulary.from_config(zones)
+    forms = (language or ENGLISH)["train"].prompt_forms
+    form = forms[int(rng.integers(len(forms)))]  # one form: only the direction differs
+    return [form.format(direction=z.phrases[int(rng.integers(len(z.phrases)))])
+            for z in zones.zones]
+
+
+# Where a caption may be cut: punctuation, a spaced dash, and joiner words of English.
+JOINER_WORDS = ("and", "while", "whilst", "whereas", "as", "but", "meanwhile", "plus",
+                "then")
+_JOINER = r"\b(?:" + "|".join(JOINER_WORDS) + r")\b"
+_CUT = re.compile(r"\s*(?:[,;:.!?]+|\s[-\u2013\u2014]+)(?:\s*" + _JOINER + r")?\s*"
+                  r"|\s+" + _JOINER + r"\s+", re.IGNORECASE)
+_EDGES = re.compile(r"^(?:[\s,;:.!?\-\u2013\u2014]|\b(?:" + "|".join(JOINER_WORDS)
+                    + r")\b)+|[\s,;:.!?\-\u2013\u2014]+$", re.IGNORECASE)
+
+
+@dataclass
+class _Piece:
+    start: int
+    end: int
+    kind: str = "sound"        # "sound", "direction" (no sound of its own) or "both"
+    opens: bool = False        # its direction comes first: sound words that follow join it
+    after_and: bool = False    # cut from the piece before by a bare " and "
+    leads: bool = False        # starts with its direction (no sound words before it)
+
+
+def caption_clauses(caption, zones=None):
+    """Splits a caption into its "sound + direction" clauses.
+
+    The caption is cut at punctuation and joiner words ("and", "while", "whereas",
+    ...) into pieces, and the pieces are regrouped so that each clause holds one
+    direction: a piece is a *direction* (only direction and function words: "off to
+    the left"), a *sound* (no direction word: "a dog barks") or *both*. Sound pieces
+    join the direction that follows them ("a dog barks, to the left"), or the one
+    before them when that direction opened its clause ("to the left, a dog barks" ...
+    "and growls"); a direction right after another direction is one compound direction
+    ("ahead and to the left"). Direction words come from the zone vocabulary
+    (:attr:`ZoneVocabulary.direction_words`), so wordings never seen ("leftward", "just
+    left of centre") are found too. A caption with fewer than two clauses (free text, a
+    direction prompt, one source) is returned whole.
+
+    Arguments
+    ---------
+    caption : str
+    zones : ZoneVocabulary or list of dict, optional
+        The zone vocabulary whose direction words anchor the clauses.
+
+    Returns
+    -------
+    list of str
+        The clauses in the order the caption mentions them (at least one).
+
+    Example
+    -------
+    >>> for clause in caption_clauses("A dog barks on the left, a bell rings straight "
+    ...                               "ahead and a campfire pops and crackles rightward."):
+    ...     print(clause)
+    A dog barks on the left
+    a bell rings straight ahead
+    a campfire pops and crackles rightward
+    >>> caption_clauses("off to the left, a dog barks; to the right, a bell rings")
+    ['off to the left, a dog barks', 'to the right, a bell rings']
+    >>> caption_clauses("rain falls on a tin roof")
+    ['rain falls on a tin roof']
+    """
+    spans = _clause_spans(caption, zones)
+    if len(spans) == 1:
+        return [caption.strip()]
+    return [_EDGES.sub("", text) for text, _ in spans]
+
+
+def caption_clause_pieces(caption, zones=None):
+    """The clauses of a caption (:func:`caption_clauses`), each as its pieces: the
+    stretches of text between punctuation and joiner words.
+
+    A text encoder that reads each piece on its own (and caches it) sees few distinct
+    texts: frames ("in this recording"), sounds and wordings recur across captions
+    where whole clauses rarely do.
+
+    Example
+    -------
+    >>> caption_clause_pieces("In this recording, a dog barks on the left; "
+    ...                       "to the right, rain falls")
+    [['In this recording', 'a dog barks on the left'], ['to the right', 'rain falls']]
+    """
+    return [pieces for _, pieces in _clause_spans(caption, zones)]
+
+
+def _clause_spans(caption, zones):
+    """``(clause text, [piece texts])`` per clause."""
+    zones = ZoneVocabulary.from_config(zones)
+    text = caption.strip()
+    pieces = _pieces(text, zones)
+    clauses = _group(pieces)
+    if len(clauses) < 2:
+        clauses = [_Piece(0, len(text))]
+    spans = []
+    for clause in clauses:
+        inside = [text[p.start:p.end] for p in pieces
+                  if clause.start <= p.start and p.end <= clause.end]
+        spans.append((text[clause.start:clause.end], inside or [text]))
+    return spans
+
+
+def _pieces(text, zones):
+    """The pieces between cuts, each classified."""
+    pieces, start, joiner = [], 0, ""
+    for cut in list(_CUT.finditer(text)) + [None]:
+        end = cut.start() if cut else len(text)
+        words = words_of(text[start:end])
+        if words:
+            piece = _Piece(start, end, after_and=joiner.strip().lower() == "and")
+            pieces.append(_classify(piece, words, zones))
+        start = cut.end() if cut else end
+        joiner = cut.group() if cut else ""
+    return pieces
+
+
+def _classify(piece, words, zones):
+    directions = [i for i, w in enumerate(words) if zones.is_direction_word(w)]
+    is_sound = [i not in directions and w not in zones.wording_words
+                and w not in FUNCTION_WORDS for i, w in enumerate(words)]
+    if directions:
+        piece.kind = "both" if any(is_sound) else "direction"
+        piece.leads = not any(is_sound[:directions[0]])
+        piece.opens = any(is_sound[directions[-1]:])  # its sound follows its direction
+    return piece
+
+
+def _group(pieces):
+    """Regroups classified pieces into clauses (pieces spanning start..end)."""
+    clauses, waiting, previous = [], None, None
+    for piece in pieces:
+        if piece.kind == "sound":
+            if clauses and clauses[-1].opens and waiting is None:
+                clauses[-1].end = piece.end  # the sound of a direction-first clause
+                clauses[-1].kind = "both"
+            elif waiting is None:
+                waiting = _Piece(piece.start, piece.end)
+            else:
+                waiting.end = piece.end
+        elif piece.after_and and piece.leads and waiting is None and clauses \
+                and previous.kind != "sound" \
+                and "direction" in (previous.kind, piece.kind):
+            clauses[-1].end = piece.end  # a compound direction ("ahead and to the left")
+            if piece.kind == "both":
+                clauses[-1].kind = "both"
+        else:
+            start = waiting.start if waiting is not None else piece.start
+            has_sound = waiting is not None or piece.kind == "both"
+            # "a dog barks, to the left" is closed; "to the left, a dog barks" and
+            # "<frame>: to the left a dog barks" stay open for the rest of the sound.
+            opens = piece.opens if piece.kind == "both" else waiting is None
+            clauses.append(_Piece(start, piece.end, "both" if has_sound else "direction",
+                                  opens=opens))
+            waiting = None
+        previous = piece
+    if waiting is not None:
+        if clauses:
+            clauses[-1].end = waiting.end
+            clauses[-1].kind = "both"
+        else:
+            clauses.append(waiting)
+    return _merge_soundless(clauses)
+
+
+def _merge_soundless(clauses):
+    """A clause with a direction but no sound joins the next clause (or the last)."""
+    merged = []
+    for clause in clauses:
+        if merged and merged[-1].kind == "direction":
+            merged[-1] = _Piece(merged[-1].start, clause.end, clause.kind, clause.opens)
+        else:
+            merged.append(clause)
+    if len(merged) > 1 and merged[-1].kind == "direction":
+        last = merged.pop()
+        merged[-1].end = last.end
+    return merged

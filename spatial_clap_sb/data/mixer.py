@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import oaconvolve
 
-from spatial_clap_sb.data.captions import N_PHRASINGS, compose_caption
+from spatial_clap_sb.data.captions import N_PHRASINGS, scene_captions
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class SceneMixer:
             f"this split has only {len(labels)}."
         )
 
-    def draw(self, rng, n_sources):
+    def draw(self, rng, n_sources, language="train", n_captions=N_PHRASINGS):
         """Draws a scene's metadata (no audio).
 
         Arguments
@@ -124,14 +124,21 @@ class SceneMixer:
             The scene's own generator.
         n_sources : int
             Number of sources (at most the number of zones).
+        language : str
+            Language split of the captions: ``"train"`` (drawn from the training
+            language), ``"template"`` (the template phrasings) or ``"heldout"``.
+        n_captions : int
+            Captions per scene (several phrasings of the same scene).
 
         Returns
         -------
         dict
-            ``n_sources``, ``room`` (bank index), ``caption``, ``captions`` (one per
-            phrasing) and ``sources``: per source ``clip_id``, ``caption``, ``label``,
-            ``zone``, ``azimuth``, ``distance``, ``level`` (dB) and ``position`` (index
-            in the bank); ``seed_draw`` seeds the clips' time offsets at rendering.
+            ``n_sources``, ``room`` (bank index), ``caption``, ``captions``,
+            ``permuted_captions`` (each caption's permuted-assignment negatives),
+            ``language`` and ``sources``: per source ``clip_id``, ``caption``,
+            ``label``, ``zone``, ``azimuth``, ``distance``, ``level`` (dB) and
+            ``position`` (index in the bank); ``seed_draw`` seeds the clips' time
+            offsets at rendering.
         """
         if not 1 <= n_sources <= len(self.zones):
             raise ValueError(
@@ -156,9 +163,11 @@ class SceneMixer:
                 level=round(float(level), 2),
                 position=position,
             ))
-        captions = [compose_caption(sources, p, self.zones) for p in range(N_PHRASINGS)]
+        seed_draw = int(rng.integers(2**31))
+        captions, permuted = scene_captions(sources, rng, self.zones, language, n_captions)
         return dict(n_sources=n_sources, room=room, caption=captions[0],
-                    captions=captions, sources=sources, seed_draw=int(rng.integers(2**31)))
+                    captions=captions, permuted_captions=permuted, language=language,
+                    sources=sources, seed_draw=seed_draw)
 
     def render(self, scene):
         """Renders a drawn scene to a stereo waveform ``[time, 2]`` (channel 0 left).

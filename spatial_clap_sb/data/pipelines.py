@@ -3,15 +3,21 @@
 A manifest entry (see :mod:`spatial_clap_sb.data.prepare`) becomes a batch item with:
 
 - ``sig``: stereo waveform ``[time, 2]`` (resampled to the model's rate, never downmixed)
-- ``caption``: the scene caption (a random phrasing in training, phrasing 0 otherwise)
-- ``permuted``: the permuted-assignment captions in the same phrasing (SCL negatives)
-- ``captions``: every phrasing (several captions per clip, for retrieval metrics)
+- ``caption``: the scene caption (a random one of its captions in training, the first
+  otherwise)
+- ``permuted``: that caption's permuted-assignment captions (SCL negatives), from the
+  entry's ``permuted_captions``; none for a caption without them (a user's own)
+- ``captions``: every caption of the scene (several captions per clip, for retrieval
+  metrics and the text-consistency objective)
+- ``language``: the language split of the captions (``template``, ``train``,
+  ``heldout``), which picks the direction prompts of the metrics
 - ``zone_index``: the zone of a one-source scene, -1 for several sources
 - ``n_sources`` and ``sources`` (per source: caption, label, zone, ...)
 
 Stored scenes come from a manifest (:func:`scene_dataset`); training scenes can also be
-mixed on the fly (:func:`dynamic_scene_dataset`). User recordings enter here too: any manifest with ``wav``, ``caption`` and, for the
-spatial metrics, ``sources`` with ``caption`` and ``zone``.
+mixed on the fly (:func:`dynamic_scene_dataset`), with captions drawn from the training
+language. User recordings enter here too: any manifest with ``wav``, ``caption`` and, for
+the spatial metrics, ``sources`` with ``caption`` and ``zone``.
 """
 import random
 
@@ -24,17 +30,14 @@ from spatial_clap_sb.data.captions import (
     N_PHRASINGS,
     ZoneVocabulary,
     compose_caption,
-    moved_captions,
     permuted_captions,
-    shuffled_mentions,
 )
 
-OUTPUT_KEYS = ["id", "sig", "caption", "permuted", "captions", "zone_index", "n_sources",
-               "sources"]
+OUTPUT_KEYS = ["id", "sig", "caption", "permuted", "captions", "language", "zone_index",
+               "n_sources", "sources"]
 
 
-def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False,
-                  zone_negatives=False, shuffle_mentions=0.0):
+def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False):
     """Builds a ``DynamicItemDataset`` of the scenes of a manifest.
 
     Arguments
@@ -46,16 +49,9 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
     sample_rate : int
         The model's sample rate; files at another rate are resampled.
     zones : ZoneVocabulary or list of dict, optional
-        The zone vocabulary of the captions.
+        The zone vocabulary of the sources.
     train : bool
-        Draw a random caption phrasing per example (text augmentation).
-    zone_negatives : bool
-        Give one-source scenes their other-zone captions as hard negatives (training
-        only: evaluation's assignment accuracy counts scenes with negatives).
-    shuffle_mentions : float
-        Share of multi-source training captions (and their permuted negatives) that
-        mention the sounds in random order instead of left to right (training only;
-        see :func:`~spatial_clap_sb.data.captions.shuffled_mentions`).
+        Draw a random one of each scene's captions per example (text augmentation).
 
     Returns
     -------
@@ -63,8 +59,9 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
     """
     data = sb.dataio.dataio.load_data_json(manifest_path,
                                            replacements={"data_root": data_root})
+    zones = ZoneVocabulary.from_config(zones)
     for entry_id, entry in data.items():
-        _complete_entry(manifest_path, entry_id, entry)
+        _complete_entry(manifest_path, entry_id, entry, zones)
     # Built after completing the entries: the dataset takes its static keys from the
     # first entry, and a key missing there would be unknown to the pipeline.
     dataset = sb.dataio.dataset.DynamicItemDataset(data)
@@ -75,18 +72,18 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
         return torch.from_numpy(load_stereo(wav, sample_rate))
 
     dataset.add_dynamic_item(audio_pipeline)
-    return _add_scene_pipelines(dataset, zones, train, zone_negatives,
-                                shuffle_mentions if train else 0.0)
+    return _add_scene_pipelines(dataset, zones, train)
 
 
-def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None, zone_negatives=False,
-                          shuffle_mentions=0.0):
-    """Training scenes mixed on the fly: every epoch hears new mixtures.
+def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None,
+                          n_captions=N_PHRASINGS):
+    """Training scenes mixed on the fly: every epoch hears new mixtures and new captions.
 
-    Each item draws a new scene (clips, room, zones, levels) from the mixer, seeded by
-    ``seed``, the item's index and a number drawn from torch's global generator, which
-    DataLoader workers re-seed every epoch: runs with the same seed hear the same
-    scenes, and no two epochs do. Costs two convolutions per source.
+    Each item draws a new scene (clips, room, zones, levels, captions in the training
+    language) from the mixer, seeded by ``seed``, the item's index and a number drawn
+    from torch's global generator, which DataLoader workers re-seed every epoch: runs
+    with the same seed hear the same scenes, and no two epochs do. Costs two
+    convolutions per source.
 
     Arguments
     ---------
@@ -96,10 +93,8 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None, zone_negative
         ``{n_sources: count}`` scenes per epoch.
     seed : int
     zones : ZoneVocabulary or list of dict, optional
-    zone_negatives : bool
-        Give one-source scenes their other-zone captions as hard negatives.
-    shuffle_mentions : float
-        Share of multi-source captions that mention the sounds in random order.
+    n_captions : int
+        Captions drawn per scene.
 
     Returns
     -------
@@ -109,46 +104,36 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None, zone_negative
     data, index = {}, 0
     for n_sources, count in sorted(scene_counts.items()):
         for _ in range(int(count)):
-            data[f"mix_{index:06d}"] = {"index": index, "n_sources": int(n_sources)}
+            data[f"mix_{index:06d}"] = {"index": index, "n_sources": int(n_sources),
+                                        "language": "train"}
             index += 1
     dataset = sb.dataio.dataset.DynamicItemDataset(data)
 
     @sb.utils.data_pipeline.takes("index", "n_sources")
-    @sb.utils.data_pipeline.provides("sig", "captions", "sources")
+    @sb.utils.data_pipeline.provides("sig", "captions", "permuted_captions", "sources")
     def mixing_pipeline(index, n_sources):
         draw = int(torch.randint(2**31 - 1, ()))
-        scene = mixer.draw(np.random.default_rng([seed, index, draw]), n_sources)
+        scene = mixer.draw(np.random.default_rng([seed, index, draw]), n_sources,
+                           "train", n_captions)
         yield torch.from_numpy(mixer.render(scene))
         yield scene["captions"]
+        yield scene["permuted_captions"]
         yield scene["sources"]
 
     dataset.add_dynamic_item(mixing_pipeline)
-    return _add_scene_pipelines(dataset, zones, train=True, zone_negatives=zone_negatives,
-                                shuffle_mentions=shuffle_mentions)
+    return _add_scene_pipelines(dataset, zones, train=True)
 
 
-def _add_scene_pipelines(dataset, zones, train, zone_negatives=False,
-                         shuffle_mentions=0.0):
+def _add_scene_pipelines(dataset, zones, train):
     """Caption, hard-negative and zone items shared by stored and mixed scenes."""
     zones = ZoneVocabulary.from_config(zones)
 
-    @sb.utils.data_pipeline.takes("captions", "sources")
+    @sb.utils.data_pipeline.takes("captions", "permuted_captions")
     @sb.utils.data_pipeline.provides("caption", "permuted")
-    def text_pipeline(captions, sources):
-        phrasing = random.randrange(len(captions)) if train else 0
-        caption = captions[phrasing]
-        if not _follows_rule(caption, sources, phrasing, zones):
-            # A user's free-form caption has no well-defined permutation, so it gets no
-            # negatives (one in another style than the positive would be trivially easy).
-            yield caption
-            yield []
-            return
-        order = "left_to_right"
-        if len(sources) > 1 and random.random() < shuffle_mentions:
-            sources, order = shuffled_mentions(sources, random), "as_given"
-            caption = compose_caption(sources, phrasing, zones, order)
-        yield caption
-        yield _hard_negatives(sources, phrasing, zones, zone_negatives, order)
+    def text_pipeline(captions, permuted_captions):
+        choice = random.randrange(len(captions)) if train else 0
+        yield captions[choice]
+        yield list(permuted_captions[choice])
 
     @sb.utils.data_pipeline.takes("sources")
     @sb.utils.data_pipeline.provides("zone_index", "n_sources")
@@ -162,12 +147,14 @@ def _add_scene_pipelines(dataset, zones, train, zone_negatives=False,
     return dataset
 
 
-def _complete_entry(manifest_path, entry_id, entry):
+def _complete_entry(manifest_path, entry_id, entry, zones):
     """Fills the optional keys of a user manifest and rejects empty captions.
 
     The static ``caption`` is moved into ``captions``: SpeechBrain returns a static key
-    in place of a dynamic item of the same name, which would hide the phrasing drawn
-    by the text pipeline.
+    in place of a dynamic item of the same name, which would hide the caption drawn by
+    the text pipeline. Without ``permuted_captions``, a caption that is a template
+    phrasing of the entry's ``sources`` gets that phrasing's permuted captions, and any
+    other caption (a free-form one has no well-defined permutation) none.
     """
     caption = entry.pop("caption", None)
     if not isinstance(caption, str) or not caption.strip():
@@ -175,21 +162,20 @@ def _complete_entry(manifest_path, entry_id, entry):
                          "scene needs a non-empty 'caption'.")
     entry.setdefault("captions", [caption])
     entry.setdefault("sources", [])
+    entry.setdefault("language", "template")
+    if "permuted_captions" not in entry:
+        entry["permuted_captions"] = [_template_negatives(c, entry["sources"], zones)
+                                      for c in entry["captions"]]
+    if len(entry["permuted_captions"]) != len(entry["captions"]):
+        raise ValueError(f"{manifest_path}: entry {entry_id!r} has "
+                         f"{len(entry['captions'])} captions but "
+                         f"{len(entry['permuted_captions'])} lists of permuted_captions; "
+                         "give one list per caption.")
 
 
-def _follows_rule(caption, sources, phrasing, zones):
-    """True when ``caption`` is the composed caption of ``sources`` in this phrasing."""
-    return (bool(sources) and phrasing < N_PHRASINGS
-            and caption == compose_caption(sources, phrasing, zones))
-
-
-def _hard_negatives(sources, phrasing, zones, zone_negatives=False,
-                    order="left_to_right"):
-    """Hard negatives of a caption composed from ``sources`` (in this phrasing, order).
-
-    Permuted-assignment captions for several sources; with ``zone_negatives``, a
-    one-source scene gets its caption with the source moved to every other zone.
-    """
-    if len(sources) == 1:
-        return moved_captions(sources, phrasing, zones) if zone_negatives else []
-    return permuted_captions(sources, phrasing, zones, order)
+def _template_negatives(caption, sources, zones):
+    """Permuted captions of a template caption of ``sources``; none for other text."""
+    for phrasing in range(N_PHRASINGS) if sources else ():
+        if caption == compose_caption(sources, phrasing, zones):
+            return permuted_captions(sources, phrasing, zones)
+    return []

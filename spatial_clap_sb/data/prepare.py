@@ -5,14 +5,18 @@
     sources/                  the generated clip library (when no CSV is given)
     rir_banks/                cached stereo RIR banks, one per split, keyed by config
     scenes/<manifest>/*.wav   stereo scenes (16-bit PCM, channel 0 left)
-    manifests/<manifest>.json train, valid, test_1src, test_2src, test_3src
+    manifests/<manifest>.json train, valid, test_1src, test_2src, test_3src, and
+                              test_*_heldout: the test scenes described in held-out
+                              language only (see spatial_clap_sb.data.captions)
     splits/<split>.csv        the clips of each split (path,caption,label)
     prepare_options.json      the options of the finished run, and where each split's
                               clip list and RIR bank are (for mixing on the fly)
 
 Clips are split by clip into train/valid/test before any mixing (no test clip is ever
 heard in training) and every split has rooms of its own. Three-source scenes exist only
-in ``test_3src``. A run whose saved options match is skipped; changed options rebuild;
+in ``test_3src``. Training and validation captions are drawn from the training
+language, test captions are the template phrasings, and each ``<test>_heldout``
+manifest holds the same scenes with captions in held-out language. A run whose saved options match is skipped; changed options rebuild;
 an interrupted run resumes (finished scene files are kept, manifests are only ever
 written whole).
 """
@@ -27,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from spatial_clap_sb.data.audio_io import write_audio
-from spatial_clap_sb.data.captions import ZoneVocabulary
+from spatial_clap_sb.data.captions import N_PHRASINGS, ZoneVocabulary, scene_captions
 from spatial_clap_sb.data.mixer import MixerConfig, SceneMixer
 from spatial_clap_sb.data.sources import (
     generate_library,
@@ -62,6 +66,11 @@ DEFAULT_SCENE_COUNTS = {
 MANIFEST_SPLIT = {"train": "train", "valid": "valid", "test_1src": "test",
                   "test_2src": "test", "test_3src": "test"}
 SPLIT_SEED_OFFSET = {"train": 0, "valid": 1, "test": 2}
+# The language of each split's captions: test scenes are described by the template
+# (and, in <test>_heldout manifests, by held-out language), the others by the
+# training language.
+SPLIT_LANGUAGE = {"train": "train", "valid": "train", "test": "template"}
+HELDOUT_SUFFIX = "_heldout"
 
 SOURCE_READERS = {"csv": read_clips_csv, "audiocaps": read_audiocaps_csv,
                   "clotho": read_clotho_csv}
@@ -79,6 +88,7 @@ def prepare_spatial_scenes(
     mixer=None,
     split_fractions=(0.8, 0.1, 0.1),
     seed=1234,
+    heldout_language=True,
 ):
     """Simulates the multi-source scene dataset and writes its manifests.
 
@@ -107,7 +117,10 @@ def prepare_spatial_scenes(
     split_fractions : tuple of float
         Train/valid/test shares of the clips.
     seed : int
-        Seeds everything: splits, rooms, scenes.
+        Seeds everything: splits, rooms, scenes, captions.
+    heldout_language : bool
+        Also write ``<test>_heldout`` manifests: the scenes of each test manifest with
+        captions and hard negatives in held-out language only.
 
     Returns
     -------
@@ -129,10 +142,11 @@ def prepare_spatial_scenes(
         scene_counts=scene_counts, zones=zones.to_config(),
         spatialiser=spatialiser.to_dict(), mixer=_mixer_dict(mixer),
         split_fractions=list(split_fractions), seed=seed,
+        heldout_language=bool(heldout_language),
     )
     options = json.loads(json.dumps(options))  # the form it takes on disk
     manifest_paths = {name: os.path.join(data_folder, "manifests", f"{name}.json")
-                      for name in scene_counts}
+                      for name in manifest_names(scene_counts, heldout_language, zones)}
     done_file = os.path.join(data_folder, "prepare_options.json")
     progress_file = os.path.join(data_folder, "prepare_in_progress.json")
     saved = _saved_options(done_file) or {}
@@ -160,11 +174,47 @@ def prepare_spatial_scenes(
         bank = cached_rir_bank(os.path.join(data_folder, "rir_banks"), spatialiser, zones,
                                seed + SPLIT_SEED_OFFSET.get(split, 3))
         scene_mixer = SceneMixer(splits[split], bank, zones, load, mixer)
-        entries = _render_manifest(data_folder, name, index, counts, scene_mixer, seed)
+        language = SPLIT_LANGUAGE.get(split, "train")
+        entries = _render_manifest(data_folder, name, index, counts, scene_mixer, seed,
+                                   language)
         _write_json(manifest_paths[name], entries)
+        if name + HELDOUT_SUFFIX in manifest_paths:
+            _write_json(manifest_paths[name + HELDOUT_SUFFIX],
+                        _heldout_entries(entries, zones, [seed, index]))
     _write_json(done_file, dict(options, splits=resources))
     os.remove(progress_file)
     return manifest_paths
+
+
+def manifest_names(scene_counts, heldout_language=True, zones=None):
+    """The manifests a prepare run writes: one per scene count, plus a held-out-language
+    twin of each test manifest when the vocabulary has held-out wordings for every zone.
+
+    Example
+    -------
+    >>> manifest_names({"train": {1: 10}, "test_2src": {2: 5}})
+    ['train', 'test_2src', 'test_2src_heldout']
+    """
+    heldout_language = heldout_language and all(
+        z.heldout_phrases for z in ZoneVocabulary.from_config(zones).zones)
+    names = []
+    for name in scene_counts:
+        names.append(str(name))
+        if heldout_language and MANIFEST_SPLIT.get(str(name)) == "test":
+            names.append(str(name) + HELDOUT_SUFFIX)
+    return names
+
+
+def _heldout_entries(entries, zones, seed):
+    """The entries of a manifest with captions in held-out language (same scenes)."""
+    heldout = {}
+    for number, (scene_id, entry) in enumerate(entries.items()):
+        rng = np.random.default_rng(seed + [number])
+        captions, permuted = scene_captions(entry["sources"], rng, zones, "heldout",
+                                            N_PHRASINGS)
+        heldout[scene_id] = dict(entry, caption=captions[0], captions=captions,
+                                 permuted_captions=permuted, language="heldout")
+    return heldout
 
 
 def split_mixer(data_folder, split="train"):
@@ -215,7 +265,8 @@ def _write_clip_list(data_folder, split, clips):
     return os.path.abspath(path)
 
 
-def _render_manifest(data_folder, name, manifest_index, counts, scene_mixer, seed):
+def _render_manifest(data_folder, name, manifest_index, counts, scene_mixer, seed,
+                     language):
     """Draws and renders the scenes of one manifest; keeps scene files already written."""
     scene_dir = os.path.join(data_folder, "scenes", name)
     os.makedirs(scene_dir, exist_ok=True)
@@ -224,7 +275,7 @@ def _render_manifest(data_folder, name, manifest_index, counts, scene_mixer, see
     for scene_index, n_sources in enumerate(tqdm(plan, desc=f"scenes {name}",
                                                  mininterval=5.0)):
         rng = np.random.default_rng([seed, manifest_index, scene_index])
-        scene = scene_mixer.draw(rng, n_sources)
+        scene = scene_mixer.draw(rng, n_sources, language)
         scene_id = f"{name}_{scene_index:05d}"
         path = os.path.join(scene_dir, f"{scene_id}.wav")
         if not os.path.exists(path):  # files are written atomically: present = complete
@@ -240,6 +291,7 @@ def _manifest_entry(scene, name, scene_id, duration):
                for source in scene["sources"]]
     return dict(wav=f"{DATA_ROOT}/scenes/{name}/{scene_id}.wav", duration=duration,
                 caption=scene["caption"], captions=scene["captions"],
+                permuted_captions=scene["permuted_captions"], language=scene["language"],
                 n_sources=scene["n_sources"], room=scene["room"], sources=sources)
 
 

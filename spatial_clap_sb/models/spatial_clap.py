@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spatial_clap_sb.data.captions import ZoneVocabulary, caption_clauses
+from spatial_clap_sb.data.captions import ZoneVocabulary, caption_clause_pieces
 from spatial_clap_sb.models.blocks import frame_mask
 from spatial_clap_sb.models.text import check_captions
 
@@ -102,8 +102,9 @@ class TextTower(nn.Module):
     compose_clauses : bool
         False embeds each caption as one sentence. True splits a scene caption into
         its "sound + direction" clauses
-        (:func:`~spatial_clap_sb.data.captions.caption_clauses`), embeds each clause
-        and returns their normalised mean: a scene is the sum of its sources, whatever
+        (:func:`~spatial_clap_sb.data.captions.caption_clause_pieces`), embeds each
+        clause (its pieces, the text between punctuation and joiner words, through the
+        transformer one by one and pooled together) and returns their normalised mean: a scene is the sum of its sources, whatever
         their number or the order the caption names them in. A sentence tower learns
         binding from where the clauses of two-source captions sit and does not carry it
         over to three sources; the composed tower does by construction. A caption
@@ -132,9 +133,10 @@ class TextTower(nn.Module):
         if not self.compose_clauses:
             return self.projection(self.text_encoder(captions))
         check_captions(captions)
-        clauses = [caption_clauses(caption, self.zones) for caption in captions]
+        clauses = [[tuple(pieces) for pieces in caption_clause_pieces(caption, self.zones)]
+                   for caption in captions]
         unique = list(dict.fromkeys(c for caption in clauses for c in caption))
-        encoded = self.projection(self.text_encoder(unique))  # each clause once
+        encoded = self.projection(self.text_encoder.forward_joined(unique))  # once each
         row = {clause: i for i, clause in enumerate(unique)}
         rows = [row[c] for caption in clauses for c in caption]
         owners = [i for i, caption in enumerate(clauses) for _ in caption]

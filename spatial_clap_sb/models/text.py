@@ -118,11 +118,13 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(self, source=OFFLINE_MINILM, trainable_layers=0, adapter_layers=0,
-                 adapter_heads=6, pooling_queries=0, max_length=64, cache_size=50_000):
+                 adapter_heads=6, pooling_queries=0, max_length=64, cache_size=200_000):
         super().__init__()
         tokenizer, model = _load_pretrained(source)
         self.source = source
         self.tokenizer = tokenizer
+        # An uncased tokenizer reads "A dog" as "a dog": one cache entry for both.
+        self._uncased = tokenizer.tokenize("Left A") == tokenizer.tokenize("left a")
         self.max_length = max_length
         self.output_dim = model.config.hidden_size
         self.frozen = trainable_layers in (0, None)
@@ -161,38 +163,59 @@ class TextEncoder(nn.Module):
             return []
         return [p for p in self.transformer.parameters() if p.requires_grad]
 
-    def _run(self, model, captions, device):
+    def _run(self, model, texts, device):
         """Token states ``[B, L, H]`` and the attention mask ``[B, L]``."""
-        batch = self.tokenizer(list(captions), padding=True, truncation=True,
+        batch = self.tokenizer(list(texts), padding=True, truncation=True,
                                max_length=self.max_length, return_tensors="pt").to(device)
         return model(**batch).last_hidden_state, batch["attention_mask"].bool()
 
-    def _frozen_states(self, captions, device):
-        """Token states of a frozen model, from the cache where possible."""
-        found = {c: self._cache[c] for c in set(captions) if c in self._cache}
-        missing = sorted(set(captions) - set(found))
+    def _cache_key(self, text):
+        return text.lower() if self._uncased else text
+
+    def _token_states(self, texts, device):
+        """Unpadded token states ``[L_i, H]`` of each distinct text (frozen: cached)."""
+        if not self.frozen:
+            hidden, mask = self._run(self.transformer, texts, device)
+            return {text: states[valid] for text, states, valid in zip(texts, hidden, mask)}
+        keys = {text: self._cache_key(text) for text in texts}
+        found = {key: self._cache[key] for key in keys.values() if key in self._cache}
+        missing = sorted(set(keys.values()) - set(found))
         if missing:
             model = self._frozen_model[0].to(device)
             with torch.inference_mode():
                 hidden, mask = self._run(model, missing, device)
             if len(self._cache) + len(missing) > self.cache_size:
                 self._cache.clear()
-            for caption, states, valid in zip(missing, hidden.float().cpu(), mask.cpu()):
-                found[caption] = self._cache[caption] = states[valid].clone()
-        states = [found[c] for c in captions]
-        hidden = nn.utils.rnn.pad_sequence(states, batch_first=True).to(device)
-        lengths = torch.tensor([len(s) for s in states], device=device)
-        mask = torch.arange(hidden.shape[1], device=device)[None] < lengths[:, None]
-        return hidden, mask
+            for key, states, valid in zip(missing, hidden.float().cpu(), mask.cpu()):
+                found[key] = self._cache[key] = states[valid].clone()
+        return {text: found[key].to(device) for text, key in keys.items()}
 
     def forward(self, captions):
         """``captions`` (list of str) -> ``[batch, output_dim]`` sentence features."""
         check_captions(captions)
+        return self.forward_joined([[caption] for caption in captions])
+
+    def forward_joined(self, groups):
+        """Features of texts made of several pieces, each piece encoded on its own.
+
+        Arguments
+        ---------
+        groups : list of list of str
+            Each row is read as the concatenation of its pieces' token states (each
+            piece through the transformer alone, cached when frozen), then pooled.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[len(groups), output_dim]``.
+        """
         device = self._device()
-        if self.frozen:
-            hidden, mask = self._frozen_states(captions, device)
-        else:
-            hidden, mask = self._run(self.transformer, captions, device)
+        states = self._token_states(list(dict.fromkeys(t for g in groups for t in g)),
+                                    device)
+        rows = [torch.cat([states[text] for text in group]) for group in groups]
+        hidden = nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        lengths = torch.tensor([len(r) for r in rows], device=device)
+        mask = torch.arange(hidden.shape[1], device=device)[None] < lengths[:, None]
         if self.adapter is not None:
             hidden = self.adapter(hidden, src_key_padding_mask=~mask)
         if self.attention_pooling is not None:
