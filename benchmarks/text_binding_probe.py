@@ -22,7 +22,11 @@ same scenes in held-out language), it reports
 * ``cosine``: the mean cosine between a caption and its closest permutation.
 
 No audio is involved: this measures whether the text tower's binding carries over from
-two to three sources. The model file's default tower composes clauses
+two to three sources. ``--dev_language`` takes a development split out of the
+*training* language (the last two training wordings of every zone, one clause form, one
+joiner pair, one frame, one prompt form), trains on the rest and scores captions of the
+manifest's scenes composed in that split only: a measure of generalisation to unseen
+wordings that never touches the held-out test language. The model file's default tower composes clauses
 (``text_compose_clauses: True``: each "sound + direction" clause embedded on its own,
 then averaged); ``--overrides "{text_compose_clauses: False}"`` embeds each caption as
 one sentence.
@@ -34,7 +38,13 @@ import numpy as np
 import torch
 from probe_setup import load_probe, probe_arguments
 
-from spatial_clap_sb.data.captions import scene_captions
+from spatial_clap_sb.data.captions import (
+    ENGLISH,
+    CaptionLanguage,
+    Zone,
+    ZoneVocabulary,
+    scene_captions,
+)
 from spatial_clap_sb.losses import embed_negatives, scl_loss
 from spatial_clap_sb.metrics import assignment_accuracy
 from spatial_clap_sb.models.source_zone import SourceZoneHead
@@ -54,25 +64,40 @@ def draw_sources(clips_by_label, zones, n_sources, rng):
     return sources
 
 
-def caption_batch(scenes, zones, rng):
+def dev_split(zones):
+    """The training language less a development part, and that part as "heldout"."""
+    train = ENGLISH["train"]
+    language = {
+        "train": CaptionLanguage(train.clause_forms[:-1], train.joiners[:-1],
+                                 train.frames[:-1], train.prompt_forms[:-1]),
+        "heldout": CaptionLanguage(train.clause_forms[-1:], train.joiners[-1:],
+                                   train.frames[-1:], train.prompt_forms[-1:])}
+    vocabulary = ZoneVocabulary([Zone(z.name, z.low, z.high, z.phrases[:-2],
+                                      z.phrases[-2:], z.direction_words)
+                                 for z in zones.zones])
+    return vocabulary, language
+
+
+def caption_batch(scenes, zones, rng, language=None):
     """Training caption, another phrasing and permuted captions of each scene."""
     captions, paraphrases, negatives = [], [], []
     for sources in scenes:
-        drawn, permuted = scene_captions(sources, rng, zones, "train", count=2)
+        drawn, permuted = scene_captions(sources, rng, zones, "train", count=2,
+                                         language=language)
         captions.append(drawn[0])
         paraphrases.append(drawn[1])
         negatives.append(permuted[0])
     return captions, paraphrases, negatives
 
 
-def train(tower, params, head, clips_by_label, zones, args, rng):
+def train(tower, params, head, clips_by_label, zones, args, rng, language=None):
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     scale, start = 1 / 0.07, time.time()
     one_source = 3 * args.batch_size // 8
     for step in range(args.steps):
         scenes = [draw_sources(clips_by_label, zones, 1 if i < one_source else 2, rng)
                   for i in range(args.batch_size)]
-        captions, paraphrases, negatives = caption_batch(scenes, zones, rng)
+        captions, paraphrases, negatives = caption_batch(scenes, zones, rng, language)
         text, anchors = tower(captions), tower(paraphrases)
         negative_emb, mask = embed_negatives(tower, negatives, text)
         loss = WEIGHT * scl_loss(anchors, text, negative_emb, mask, scale) \
@@ -108,6 +133,9 @@ def evaluate(tower, head, manifest, limit):
 def main():
     parser = probe_arguments(__doc__.splitlines()[0], steps=300, n_test=300)
     parser.add_argument("--manifest", default="test_3src", help="stored test manifest")
+    parser.add_argument("--dev_language", action="store_true",
+                        help="score captions in a development split of the training "
+                             "language (never trained on in this probe)")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     model, zones, _, clips_by_label = load_probe(args)
@@ -115,12 +143,21 @@ def main():
     head = SourceZoneHead(clips_by_label, zones.names, model["embedding_dim"])
     params = [p for p in list(tower.parameters()) + list(head.parameters())
               if p.requires_grad]
-    train(tower, params, head, clips_by_label, zones, args, rng)
+    language = None
+    if args.dev_language:
+        zones, language = dev_split(zones)
+    train(tower, params, head, clips_by_label, zones, args, rng, language)
     tower.eval()
     with open(f"{args.data_folder}/manifests/{args.manifest}.json", encoding="utf-8") as f:
         manifest = json.load(f)
+    if args.dev_language:  # the manifest's scenes, described in the development split
+        for number, entry in enumerate(manifest.values()):
+            entry["captions"], entry["permuted_captions"] = scene_captions(
+                entry["sources"], np.random.default_rng([args.seed, number]), zones,
+                "heldout", count=2, language=language)
     text, readout, cosine = evaluate(tower, head, manifest, args.n_test)
-    print(f"{args.manifest} captions (overrides {args.overrides}): text {text:.3f}, "
+    split = " in the development language" if args.dev_language else ""
+    print(f"{args.manifest} captions{split} (overrides {args.overrides}): text {text:.3f}, "
           f"read-out {readout:.3f}, caption . closest permutation {cosine:.3f}")
 
 

@@ -3,7 +3,7 @@
 ::
 
     spatial-clap embed    --model DIR PATH... [--output PREFIX]
-    spatial-clap search   --model DIR --text "a dog barks on the left" PATH... [--top K]
+    spatial-clap search   --model DIR --text "a dog barks off to the left" PATH... [--top K]
     spatial-clap search   --model DIR --text "..." --embeddings PREFIX [--top K]
     spatial-clap evaluate --model DIR --manifest test.json [--data_root DIR] [--output DIR]
 

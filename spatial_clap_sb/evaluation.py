@@ -45,6 +45,34 @@ class SceneEmbeddings:
     def __len__(self):
         return len(self.ids)
 
+    def with_text_of(self, dataset):
+        """The same audio embeddings with the text side of another dataset of the same
+        scenes (e.g. a test set's held-out-language twin): no audio is read again.
+
+        Arguments
+        ---------
+        dataset : DynamicItemDataset
+            A scene dataset whose ids are these scenes', in the same order.
+
+        Returns
+        -------
+        SceneEmbeddings
+        """
+        keys = ["id", "captions", "permuted", "zone_index", "n_sources", "language"]
+        with dataset.output_keys_as(keys):
+            items = [dataset[i] for i in range(len(dataset))]
+        if [item["id"] for item in items] != self.ids:
+            raise ValueError("with_text_of needs a dataset of the same scenes in the "
+                             "same order.")
+        twin = SceneEmbeddings()
+        twin.audio, twin.ids = list(self.audio), list(self.ids)
+        twin.captions = [list(item["captions"]) for item in items]
+        twin.permuted = [list(item["permuted"]) for item in items]
+        twin.zone_index = [int(item["zone_index"]) for item in items]
+        twin.n_sources = [int(item["n_sources"]) for item in items]
+        twin.language = [item["language"] for item in items]
+        return twin
+
     def audio_matrix(self):
         """``[N, D]`` float32 numpy array of all embeddings so far."""
         return torch.cat(self.audio).numpy() if self.audio else np.zeros((0, 0), "float32")

@@ -9,7 +9,7 @@ folder (``hyperparams.yaml`` plus ``audio_encoder.ckpt``, ``text_tower.ckpt`` an
     model = SpatialCLAP.from_hparams(source="results/spatial_clap/1234/model",
                                      savedir="pretrained_models/spatial_clap")
     audio = model.encode_files(["scene.wav"])              # [1, D], unit norm
-    text = model.encode_text(["a dog barks on the left"])  # [1, D], unit norm
+    text = model.encode_text(["To the left a dog barks, while rain falls ahead."])  # [1, D]
     model.similarity(audio, text)                          # [1, 1] cosine similarity
     zones, probs = model.classify_direction(wavs)          # wavs: [batch, time, 2]
 
@@ -549,7 +549,7 @@ class SpatialCLAP(Pretrained):
         Arguments
         ---------
         text : str
-            The query, e.g. ``"a dog barks on the left"``.
+            The query, e.g. ``"a dog barks off to the left while a bell rings ahead"``.
         audio_embs : torch.Tensor or numpy.ndarray
             ``[n_audio, D]`` embeddings (from :meth:`encode_files`, say).
         k : int

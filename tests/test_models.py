@@ -232,3 +232,21 @@ def test_composed_tower_trains_through_every_clause(frozen_text):
 def test_text_encoder_names_a_missing_source(tmp_path):
     with pytest.raises(OSError, match="local folder"):
         TextEncoder(source=str(tmp_path / "missing"))
+
+
+def test_a_clause_with_a_comma_is_read_piece_by_piece(frozen_text):
+    """ "to the left, a dog barks" is one clause of two pieces: the transformer reads
+    each piece on its own and the pooling sees the token states of both."""
+    tower = _composed_tower(frozen_text)
+    scene = "To the left, a dog barks; off to the right, rain falls."
+    joined = frozen_text.forward_joined([("To the left", "a dog barks"),
+                                         ("off to the right", "rain falls")])
+    expected = torch.nn.functional.normalize(tower.projection(joined).mean(0), dim=0)
+    assert torch.allclose(tower([scene])[0], expected, atol=1e-5)
+
+
+def test_an_uncased_encoder_caches_a_capitalised_piece_once(frozen_text):
+    frozen_text._cache.clear()
+    lower, upper = frozen_text(["a dog barks hard left", "A dog barks hard left"])
+    assert torch.allclose(lower, upper)
+    assert len(frozen_text._cache) == 1

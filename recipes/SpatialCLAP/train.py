@@ -35,6 +35,7 @@ from spatial_clap_sb.data.prepare import (
     prepare_spatial_scenes,
     split_mixer,
 )
+from spatial_clap_sb.evaluation import scene_metrics
 from spatial_clap_sb.export import check_checkpoint_fits, export_model
 from spatial_clap_sb.metrics import direction_probe_accuracy
 from spatial_clap_sb.models.source_zone import SourceZoneHead, source_class_key
@@ -130,11 +131,16 @@ def load_pretrained(hparams):
 def test_and_probe(brain, valid_set, test_sets, hparams):
     """Test metrics of the best checkpoint, plus the linear direction probe."""
     loader_opts = hparams["valid_dataloader_opts"]
-    results = {}
+    results, embedded = {}, {}
     for name, test_set in test_sets.items():
+        twin_of = name[:-len(HELDOUT_SUFFIX)] if name.endswith(HELDOUT_SUFFIX) else None
+        if twin_of in embedded:  # the same scenes in other words: reuse their audio
+            results[name] = scene_metrics(embedded[twin_of].with_text_of(test_set),
+                                          brain.encode_text, hparams["zones"])
+            continue
         brain.evaluate(test_set, max_key="valid_score",
                        test_loader_kwargs=dict(loader_opts))  # SB mutates the dict
-        results[name] = brain.last_metrics
+        results[name], embedded[name] = brain.last_metrics, brain.scenes
     # The probe reads audio embeddings only: a held-out-language twin has the same.
     probe_sets = [n for n, r in results.items()
                   if "direction_acc" in r and not n.endswith(HELDOUT_SUFFIX)]

@@ -201,6 +201,7 @@ class ZoneVocabulary:
         self.wording_words = frozenset(
             w for z in self.zones for p in z.phrases for w in words_of(p))
         self.direction_words = frozenset().union(*(z.anchor_words for z in self.zones))
+        self._direction_word_cache = {}
 
     @classmethod
     def default(cls):
@@ -287,8 +288,11 @@ class ZoneVocabulary:
 
     def is_direction_word(self, word):
         """Whether a lower-case word names a direction (its stem does: "leftward")."""
-        return word in self.direction_words or any(
-            len(stem) >= 4 and word.startswith(stem) for stem in self.direction_words)
+        known = self._direction_word_cache.get(word)
+        if known is None:
+            known = self._direction_word_cache[word] = word in self.direction_words or any(
+                len(stem) >= 4 and word.startswith(stem) for stem in self.direction_words)
+        return known
 
 
 def _zone_from_dict(config):

@@ -108,7 +108,9 @@ class TextEncoder(nn.Module):
     max_length : int
         Captions are truncated to this many tokens.
     cache_size : int
-        Most captions kept in the cache of a frozen encoder.
+        Most texts kept in the cache of a frozen encoder.
+    batch_size : int
+        Texts per forward pass of a frozen encoder (sorted by length).
 
     Example
     -------
@@ -118,11 +120,13 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(self, source=OFFLINE_MINILM, trainable_layers=0, adapter_layers=0,
-                 adapter_heads=6, pooling_queries=0, max_length=64, cache_size=200_000):
+                 adapter_heads=6, pooling_queries=0, max_length=64, cache_size=200_000,
+                 batch_size=64):
         super().__init__()
         tokenizer, model = _load_pretrained(source)
         self.source = source
         self.tokenizer = tokenizer
+        self.batch_size = batch_size
         # An uncased tokenizer reads "A dog" as "a dog": one cache entry for both.
         self._uncased = tokenizer.tokenize("Left A") == tokenizer.tokenize("left a")
         self.max_length = max_length
@@ -180,13 +184,16 @@ class TextEncoder(nn.Module):
         keys = {text: self._cache_key(text) for text in texts}
         found = {key: self._cache[key] for key in keys.values() if key in self._cache}
         missing = sorted(set(keys.values()) - set(found))
-        if missing:
-            model = self._frozen_model[0].to(device)
+        if len(self._cache) + len(missing) > self.cache_size:
+            self._cache.clear()
+        model = self._frozen_model[0].to(device) if missing else None
+        # Texts of similar length share a forward pass: little padding to compute.
+        by_length = sorted(missing, key=lambda key: (len(key.split()), key))
+        for start in range(0, len(by_length), self.batch_size):
+            chunk = by_length[start:start + self.batch_size]
             with torch.inference_mode():
-                hidden, mask = self._run(model, missing, device)
-            if len(self._cache) + len(missing) > self.cache_size:
-                self._cache.clear()
-            for key, states, valid in zip(missing, hidden.float().cpu(), mask.cpu()):
+                hidden, mask = self._run(model, chunk, device)
+            for key, states, valid in zip(chunk, hidden.float().cpu(), mask.cpu()):
                 found[key] = self._cache[key] = states[valid].clone()
         return {text: found[key].to(device) for text, key in keys.items()}
 
