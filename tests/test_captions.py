@@ -533,3 +533,4 @@ def test_caption_clauses_with_a_custom_vocabulary_and_free_punctuation():
                            zones) == ["A dog barks in sector 1", "rain falls in sector 7"]
     # The default vocabulary knows no sectors: one clause.
     assert len(caption_clauses("a dog barks in sector 1 and rain falls in sector 7")) == 1
+
