@@ -73,7 +73,10 @@ def check_torchaudio_loads(load=_import_torchaudio):
     try:
         load()
     except (OSError, ImportError, RuntimeError) as error:
+        cause = error
+        while cause.__cause__ is not None:  # the loader's own words ("undefined symbol")
+            cause = cause.__cause__
         raise ImportError(
             f"torchaudio {torchaudio_version} does not load under torch {torch_version} "
-            f"({type(error).__name__}: {error}). SpeechBrain needs it. Install a pair "
-            f"that loads with: {FIX_COMMAND}") from error
+            f"({type(cause).__name__}: {cause}). SpeechBrain needs it. Install a pair "
+            f"that loads with: {FIX_COMMAND}") from None

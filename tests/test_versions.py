@@ -63,3 +63,18 @@ def test_importing_the_package_with_a_broken_torchaudio_gives_one_clear_error(tm
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("ImportError: torchaudio ")
     assert "does not load under torch" in last_line and FIX_COMMAND in last_line
+    assert "undefined symbol" in last_line
+    # One error, not a chain of tracebacks from inside torchaudio.
+    assert "direct cause" not in result.stderr
+    assert result.stderr.count("Traceback") == 1
+
+
+def test_the_loaders_innermost_message_is_named():
+    def chained():
+        try:
+            raise OSError("libtorchaudio.so: undefined symbol: torch_exception_get_what")
+        except OSError as inner:
+            raise OSError("Could not load this library: libtorchaudio.so") from inner
+
+    with pytest.raises(ImportError, match="undefined symbol: torch_exception_get_what"):
+        check_torchaudio_loads(chained)
