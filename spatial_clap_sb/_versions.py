@@ -18,7 +18,10 @@ from importlib import metadata
 # Each torch release of the range was installed beside torchaudio 2.11.1 in a fresh
 # virtual environment, and torchaudio loaded and resampled (README.md lists the pairs).
 TORCH_REQUIREMENTS = ("torch>=2.13,<2.15", "torchaudio==2.11.1")
-FIX_COMMAND = "pip install " + " ".join(f'"{r}"' for r in TORCH_REQUIREMENTS)
+# The pair CI installs. Exact versions, so that the fix also replaces a torch that
+# satisfies the range but not torchaudio (a CPU-only build of torch 2.13.0, say).
+TESTED_PAIR = ("torch==2.14.1", "torchaudio==2.11.1")
+FIX_COMMAND = "pip install " + " ".join(f'"{r}"' for r in TESTED_PAIR)
 
 
 def installed_version(package):
