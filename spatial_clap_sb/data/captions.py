@@ -38,6 +38,7 @@ Example
 >>> caption_clauses("To the left a dog barks, whereas a car passes off to the right.")
 ['To the left a dog barks', 'a car passes off to the right']
 """
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -103,19 +104,14 @@ class Zone:
         return 0.5 * (self.low + self.high)
 
     def wordings(self, split="train"):
-        """The zone's wordings of a language split (``template``, ``train``, ``heldout``)."""
-        if split == "template":
-            return self.phrases[:1]
+        """The zone's wordings of a language split (``train`` or ``heldout``)."""
         if split == "train":
             return self.phrases
         if split == "heldout":
             if not self.heldout_phrases:
                 raise ValueError(f"Zone {self.name} has no held-out wordings.")
             return self.heldout_phrases
-        raise ValueError(f"Unknown language split {split!r}; use {LANGUAGE_SPLITS}.")
-
-
-LANGUAGE_SPLITS = ("template", "train", "heldout")
+        raise ValueError(f"Unknown language split {split!r}; use 'train' or 'heldout'.")
 
 # The default vocabulary's wordings (the model file hparams/spatial_clap_model.yaml
 # carries the same data; a test keeps the two equal). Each zone: training wordings,
@@ -416,7 +412,7 @@ def draw_style(rng, zones=None, split="train", language=None):
     rng : numpy.random.Generator
     zones : ZoneVocabulary or list of dict, optional
     split : str
-        ``"train"`` or ``"heldout"`` (``"template"``: phrasing 0 of the template).
+        ``"train"`` or ``"heldout"``.
     language : dict of str -> CaptionLanguage, optional
         Default :data:`ENGLISH`.
 
@@ -427,8 +423,6 @@ def draw_style(rng, zones=None, split="train", language=None):
         mention order, ``"random"`` (see :func:`scene_captions`).
     """
     zones = ZoneVocabulary.from_config(zones)
-    if split == "template":
-        return template_style(0, zones)
     material = (language or ENGLISH)[split]
 
     def pick(options):
@@ -528,14 +522,13 @@ def scene_captions(sources, rng, zones=None, split="train", count=1, language=No
     captions, permuted = [], []
     for _ in range(count):
         style = draw_style(rng, zones, split, language)
-        mentioned = list(sources)
+        # The negatives name the sounds in the caption's order: fix it once.
         if style.order == "random":
-            mentioned = [mentioned[i] for i in rng.permutation(len(mentioned))]
-            style = CaptionStyle(**dict(vars(style), order="as_given"))
-        elif len(mentioned) > 1:
-            mentioned = sorted(mentioned, key=lambda s: zones.index(s["zone"]),
+            mentioned = [sources[i] for i in rng.permutation(len(sources))]
+        else:
+            mentioned = sorted(sources, key=lambda s: zones.index(s["zone"]),
                                reverse=style.order == "right_to_left")
-            style = CaptionStyle(**dict(vars(style), order="as_given"))
+        style = dataclasses.replace(style, order="as_given")
         captions.append(compose(mentioned, style, zones))
         permuted.append([compose(swapped, style, zones)
                          for swapped in permuted_assignments(mentioned)])
