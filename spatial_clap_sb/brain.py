@@ -179,6 +179,9 @@ class SpatialCLAPBrain(sb.Brain):
         if stage == sb.Stage.VALID:
             present = [metrics[k] for k in VALID_SCORE_KEYS if k in metrics]
             metrics["valid_score"] = sum(present) / len(present)
+            if hasattr(self.hparams.epoch_counter, "update_metric"):
+                # EpochCounterWithStopper: early stopping on the validation score
+                self.hparams.epoch_counter.update_metric(metrics["valid_score"])
             loggable = {k: v for k, v in metrics.items() if not isinstance(v, list)}
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]},

@@ -6,12 +6,16 @@
     spatial-clap search   --model DIR --text "a dog barks off to the left" PATH... [--top K]
     spatial-clap search   --model DIR --text "..." --embeddings PREFIX [--top K]
     spatial-clap evaluate --model DIR --manifest test.json [--data_root DIR] [--output DIR]
+    spatial-clap manifest --audio DIR --captions captions.csv --output DIR
 
 ``PATH`` is an audio file or a folder, searched recursively for ``.wav`` and ``.flac``
 files; the files are embedded in sorted order. ``embed`` writes ``PREFIX.npy``
 (``[n_files, dim]`` float32, unit norm) and ``PREFIX.csv`` (``index,path``); ``search``
 prints the best-matching files with their cosine similarity; ``evaluate`` writes
-``metrics.json`` and PNG plots (see :mod:`spatial_clap_sb.evaluate_model`).
+``metrics.json`` and PNG plots (see :mod:`spatial_clap_sb.evaluate_model`);
+``manifest`` checks a folder of stereo recordings and their captions and writes the
+train/valid/test manifests that fine-tuning reads (see
+:mod:`spatial_clap_sb.data.recordings`).
 
 Files must be stereo (channel 0 left); ``--allow_mono`` duplicates a mono file into both
 channels (its direction is then meaningless). An error (missing path, mono or corrupt
@@ -184,6 +188,43 @@ def run_evaluate(args):
 # ---------------------------------------------------------------------------- parser
 
 
+def run_manifest(args):
+    from spatial_clap_sb.data.recordings import recording_manifests
+
+    paths = recording_manifests(
+        args.audio, args.captions, args.output, sample_rate=args.sample_rate,
+        split_fractions=tuple(args.split_fractions), seed=args.seed,
+        min_seconds=args.min_seconds, on_bad_data=args.on_bad_data)
+    for split, path in paths.items():
+        with open(path, encoding="utf-8") as f:
+            count = len(json.load(f))
+        print(f"{split}: {count} recordings -> {path}")
+    return 0
+
+
+def _manifest_arguments(parser):
+    parser.add_argument("--audio", required=True,
+                        help="folder of stereo recordings (the CSV's paths are relative "
+                             "to it)")
+    parser.add_argument("--captions", required=True,
+                        help="CSV with path,caption and optional zones,source_captions")
+    parser.add_argument("--output", required=True,
+                        help="folder of train.json, valid.json and test.json")
+    parser.add_argument("--sample_rate", type=int, default=16000,
+                        help="the model's sample rate; lower-rate files are refused "
+                             "(default 16000)")
+    parser.add_argument("--split_fractions", type=float, nargs=3, default=[0.8, 0.1, 0.1],
+                        metavar=("TRAIN", "VALID", "TEST"),
+                        help="shares of the recordings (default 0.8 0.1 0.1)")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of the split")
+    parser.add_argument("--min_seconds", type=float, default=0.5,
+                        help="shortest usable recording (default 0.5)")
+    parser.add_argument("--on_bad_data", choices=("stop", "skip"), default="stop",
+                        help="stop (default): report every bad file and row and write "
+                             "nothing; skip: leave them out")
+    parser.set_defaults(func=run_manifest)
+
+
 def _model_arguments(parser):
     parser.add_argument("--model", required=True,
                         help="exported model folder (hyperparams.yaml + *.ckpt)")
@@ -243,10 +284,19 @@ def build_parser(prog=None):
                                    help="retrieval, assignment and direction metrics "
                                         "of a scene manifest")
     _evaluate_arguments(evaluate)
+
+    manifest = commands.add_parser("manifest",
+                                   help="check stereo recordings and their captions; "
+                                        "write train/valid/test manifests")
+    _manifest_arguments(manifest)
     return parser
 
 
 def _one_line(error):
+    from spatial_clap_sb.data.checks import DataCheckError
+
+    if isinstance(error, DataCheckError):  # one line per bad file
+        return str(error)
     if isinstance(error, KeyError) and error.args:
         message = str(error.args[0])
     else:

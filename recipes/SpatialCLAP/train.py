@@ -12,11 +12,15 @@
         --manifests="{train: train.json, valid: valid.json, test: test.json}"
 
 Steps: prepare the scenes (main process only; skipped when already done, and when
-``manifests`` names the user's own), load the pretrained model if fine-tuning, train
-with SpatialCLAPBrain, evaluate the best checkpoint on every test manifest, fit the
-direction probe, write <output_folder>/test_metrics.json and export <output_folder>/model/.
+``manifests`` names the user's own; bad clips and splits too small for their scenes
+stop it before anything is rendered), load the pretrained model if fine-tuning and
+evaluate it as it is, train with SpatialCLAPBrain, evaluate the best checkpoint on
+every test manifest, fit the direction probe, write <output_folder>/test_metrics.json
+and export <output_folder>/model/. When fine-tuning, test_metrics.json holds ``before``
+(the pretrained model) and ``after`` (the fine-tuned one), and the log compares them.
 """
 import json
+import logging
 import os
 import sys
 
@@ -28,6 +32,7 @@ from speechbrain.utils.parameter_transfer import Pretrainer
 
 from spatial_clap_sb.brain import SpatialCLAPBrain
 from spatial_clap_sb.data.captions import ZoneVocabulary
+from spatial_clap_sb.data.checks import DataCheckError, check_split_capacity
 from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
 from spatial_clap_sb.data.prepare import (
     HELDOUT_SUFFIX,
@@ -41,8 +46,13 @@ from spatial_clap_sb.metrics import direction_probe_accuracy
 from spatial_clap_sb.models.source_zone import SourceZoneHead, source_class_key
 
 PREPARE_KEYS = ("source_csv", "source_format", "audio_dir", "n_clips_per_class",
-                "scene_counts", "zones", "spatialiser", "mixer", "seed",
-                "heldout_language")
+                "scene_counts", "zones", "spatialiser", "mixer", "split_fractions",
+                "split_by", "seed", "heldout_language", "on_bad_data")
+# The metrics of the before/after table of a fine-tuning run.
+COMPARED_METRICS = ("t2a_R@1", "a2t_R@1", "assignment_acc", "direction_acc",
+                    "direction_probe_acc")
+
+logger = logging.getLogger(__name__)
 
 
 def prepare_manifests(hparams):
@@ -68,6 +78,10 @@ def dataio_prepare(hparams, manifests):
 
     if hparams["dynamic_mixing"]:
         mixer = split_mixer(hparams["data_folder"], "train")
+        check_split_capacity(
+            {"train": mixer.clips}, {"train": max(hparams["train_scene_counts"])},
+            hparams["source_csv"] or "the generated library",
+            "Lower the number of sources in --train_scene_counts or add clips.")
         train = dynamic_scene_dataset(mixer, hparams["train_scene_counts"],
                                       hparams["seed"], hparams["zones"])
         labels = {source_class_key(vars(clip)) for clip in mixer.clips}
@@ -128,19 +142,39 @@ def load_pretrained(hparams):
     pretrainer.load_collected()
 
 
+def freeze_modules(hparams):
+    """Freezes the submodules named in ``frozen_modules`` (e.g. ``audio_encoder.spatial_encoder``).
+
+    Their weights take no gradient, and they always run as in inference (batch norm on
+    its stored statistics, no dropout), whatever mode the Brain sets.
+    """
+    for dotted in hparams.get("frozen_modules") or []:
+        module = hparams["modules"]
+        for part in dotted.split("."):
+            module = module[part] if isinstance(module, dict) else getattr(module, part, None)
+            if module is None:
+                raise ValueError(f"frozen_modules: no module {dotted!r}; names look like "
+                                 "audio_encoder.spatial_encoder or text_tower.projection.")
+        module.requires_grad_(False)
+        module.register_forward_pre_hook(_run_as_in_inference)
+
+
+def _run_as_in_inference(module, _inputs):
+    module.eval()  # returns None: a pre-hook's return value would replace the inputs
+
+
 def test_and_probe(brain, valid_set, test_sets, hparams):
-    """Test metrics of the best checkpoint, plus the linear direction probe."""
+    """Test metrics of the model as it is now, plus the linear direction probe."""
     loader_opts = hparams["valid_dataloader_opts"]
     results, embedded = {}, {}
     for name, test_set in test_sets.items():
         twin_of = name[:-len(HELDOUT_SUFFIX)] if name.endswith(HELDOUT_SUFFIX) else None
-        if twin_of in embedded:  # the same scenes in other words: reuse their audio
-            results[name] = scene_metrics(embedded[twin_of].with_text_of(test_set),
-                                          brain.encode_text, hparams["zones"])
-            continue
-        brain.evaluate(test_set, max_key="valid_score",
-                       test_loader_kwargs=dict(loader_opts))  # SB mutates the dict
-        results[name], embedded[name] = brain.last_metrics, brain.scenes
+        scenes = (embedded[twin_of].with_text_of(test_set) if twin_of in embedded
+                  else brain.embed_dataset(test_set, loader_opts))
+        # A held-out-language twin holds the same scenes in other words: its audio
+        # embeddings are reused.
+        embedded.setdefault(name, scenes)
+        results[name] = scene_metrics(scenes, brain.encode_text, hparams["zones"])
     # The probe reads audio embeddings only: a held-out-language twin has the same.
     probe_sets = [n for n, r in results.items()
                   if "direction_acc" in r and not n.endswith(HELDOUT_SUFFIX)]
@@ -156,6 +190,44 @@ def test_and_probe(brain, valid_set, test_sets, hparams):
     return results
 
 
+def metrics_before_training(brain, valid_set, test_sets, hparams):
+    """Test metrics of the pretrained model as loaded, before any fine-tuning step.
+
+    Kept in <output_folder>/before_metrics.json: an interrupted run that resumes from a
+    fine-tuned checkpoint reads them there instead of measuring its own weights.
+    """
+    path = os.path.join(hparams["output_folder"], "before_metrics.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    before = test_and_probe(brain, valid_set, test_sets, hparams)
+    if sb.utils.distributed.if_main_process():
+        with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+            json.dump(before, f, indent=2)
+        os.replace(f"{path}.tmp", path)
+    return before
+
+
+def comparison_table(before, after):
+    """A text table of the headline metrics of each test set, before and after.
+
+    Example
+    -------
+    >>> print(comparison_table({"test": {"t2a_R@1": 0.1}}, {"test": {"t2a_R@1": 0.3}}))
+    test set  metric   before  after  change
+    test      t2a_R@1  0.100   0.300  +0.200
+    """
+    rows = [("test set", "metric", "before", "after", "change")]
+    for name, metrics in after.items():
+        for key in COMPARED_METRICS:
+            if key in metrics and key in before.get(name, {}):
+                old, new = before[name][key], metrics[key]
+                rows.append((name, key, f"{old:.3f}", f"{new:.3f}", f"{new - old:+.3f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
 def main():
     argv = sys.argv[1:]
     if not torch.cuda.is_available() and not any(
@@ -168,27 +240,47 @@ def main():
     sb.create_experiment_directory(hparams["output_folder"],
                                    hyperparams_to_save=hparams_file, overrides=overrides)
 
-    manifests = prepare_manifests(hparams)
-    train_set, valid_set, test_sets, labels = dataio_prepare(hparams, manifests)
+    try:
+        manifests = prepare_manifests(hparams)
+        train_set, valid_set, test_sets, labels = dataio_prepare(hparams, manifests)
+    except DataCheckError as error:  # the report is the message: no traceback
+        sys.exit(f"train.py: {error}")
     load_pretrained(hparams)
+    freeze_modules(hparams)
 
     brain = SpatialCLAPBrain(modules=training_modules(hparams, labels),
                              opt_class=hparams["opt_class"],
                              hparams=hparams, run_opts=run_opts,
                              checkpointer=hparams["checkpointer"])
+    before = None
+    if hparams.get("pretrained_model"):
+        before = metrics_before_training(brain, valid_set, test_sets, hparams)
     brain.fit(hparams["epoch_counter"], train_set, valid_set,
               train_loader_kwargs=hparams["train_dataloader_opts"],
               valid_loader_kwargs=hparams["valid_dataloader_opts"])
 
+    brain.on_evaluate_start(max_key="valid_score")  # the best checkpoint
     results = test_and_probe(brain, valid_set, test_sets, hparams)
+    table = comparison_table(before, results) if before is not None else None
+    if before is not None:
+        results = {"before": before, "after": results}
     if sb.utils.distributed.if_main_process():
+        if table:
+            logger.info("Test metrics before and after fine-tuning:\n%s", table)
+            with open(hparams["train_log"], "a", encoding="utf-8") as f:
+                f.write(f"Test metrics before and after fine-tuning:\n{table}\n")
         with open(os.path.join(hparams["output_folder"], "test_metrics.json"), "w") as f:
             json.dump(results, f, indent=2)
         export_model(os.path.join(hparams["output_folder"], "model"), hparams_file,
                      overrides, {name: brain.modules[name]
                                  for name in hparams["model"]["modules"]})
-    print(json.dumps({name: {k: v for k, v in r.items() if not isinstance(v, list)}
-                      for name, r in results.items()}, indent=2))
+    print(json.dumps(_scalars(results), indent=2))
+
+
+def _scalars(results):
+    """The results without per-item lists (for printing)."""
+    return {k: _scalars(v) if isinstance(v, dict) else v
+            for k, v in results.items() if not isinstance(v, list)}
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ mixed on the fly (:func:`dynamic_scene_dataset`), with captions drawn from the t
 language. User recordings enter here too: any manifest with ``wav``, ``caption`` and, for
 the spatial metrics, ``sources`` with ``caption`` and ``zone``.
 """
+import json
+import os
 import random
 
 import numpy as np
@@ -145,6 +147,49 @@ def _add_scene_pipelines(dataset, zones, train):
     dataset.add_dynamic_item(source_pipeline)
     dataset.set_output_keys(OUTPUT_KEYS)
     return dataset
+
+
+def write_manifest(path, entries):
+    """Writes a SpeechBrain JSON manifest atomically (temporary file, then a rename).
+
+    Every text value but ``wav`` is written with ``{`` and ``}`` doubled, so that
+    SpeechBrain's ``{data_root}`` substitution, which formats every string it loads,
+    gives back a caption such as "a {muffled} thump" as written.
+
+    Arguments
+    ---------
+    path : str
+        The JSON file.
+    entries : dict
+        Entry id -> entry (``wav`` may hold ``{data_root}``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.json")
+    >>> write_manifest(path, {"a": {"wav": "{data_root}/a.wav", "caption": "a {x}"}})
+    >>> data = sb.dataio.dataio.load_data_json(path, replacements={"data_root": "/d"})
+    >>> data["a"]["wav"], data["a"]["caption"]
+    ('/d/a.wav', 'a {x}')
+    """
+    escaped = {entry_id: {key: value if key == "wav" else _escape_braces(value)
+                          for key, value in entry.items()}
+               for entry_id, entry in entries.items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(escaped, f, indent=2)  # ASCII: any locale reads it
+    os.replace(tmp, path)
+
+
+def _escape_braces(value):
+    if isinstance(value, str):
+        return value.replace("{", "{{").replace("}", "}}")
+    if isinstance(value, list):
+        return [_escape_braces(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escape_braces(v) for k, v in value.items()}
+    return value
 
 
 def _complete_entry(manifest_path, entry_id, entry, zones):

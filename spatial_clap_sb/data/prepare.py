@@ -12,8 +12,14 @@
     prepare_options.json      the options of the finished run, and where each split's
                               clip list and RIR bank are (for mixing on the fly)
 
-Clips are split by clip into train/valid/test before any mixing (no test clip is ever
-heard in training) and every split has rooms of its own. Three-source scenes exist only
+Before anything is rendered, every clip is checked (readable, long enough, finite, not
+silent, captioned; :mod:`spatial_clap_sb.data.checks`) and each split must hold enough
+clips of distinct labels for its scenes: a run with bad data stops at once with one
+report of every bad file (or, with ``on_bad_data="skip"``, leaves them out).
+
+Clips are split into train/valid/test before any mixing (no test clip is ever heard in
+training; see :func:`~spatial_clap_sb.data.sources.split_clips` for how labels shape
+the split) and every split has rooms of its own. Three-source scenes exist only
 in ``test_3src``. Training and validation captions are drawn from the training
 language, test captions are the template phrasings, and each ``<test>_heldout``
 manifest holds the same scenes with captions in held-out language. A run whose saved options match is skipped; changed options rebuild;
@@ -32,7 +38,14 @@ from tqdm import tqdm
 
 from spatial_clap_sb.data.audio_io import write_audio
 from spatial_clap_sb.data.captions import N_PHRASINGS, ZoneVocabulary, scene_captions
+from spatial_clap_sb.data.checks import (
+    check_split_capacity,
+    clip_problems,
+    enforce,
+    split_summary,
+)
 from spatial_clap_sb.data.mixer import MixerConfig, SceneMixer
+from spatial_clap_sb.data.pipelines import write_manifest
 from spatial_clap_sb.data.sources import (
     generate_library,
     load_clip,
@@ -87,8 +100,10 @@ def prepare_spatial_scenes(
     spatialiser=None,
     mixer=None,
     split_fractions=(0.8, 0.1, 0.1),
+    split_by="auto",
     seed=1234,
     heldout_language=True,
+    on_bad_data="stop",
 ):
     """Simulates the multi-source scene dataset and writes its manifests.
 
@@ -116,16 +131,29 @@ def prepare_spatial_scenes(
         Scene length and levels.
     split_fractions : tuple of float
         Train/valid/test shares of the clips.
+    split_by : str
+        ``"auto"`` (labels with a clip for every split stratified, the rest split by
+        clip), ``"clip"`` or ``"label"`` (label-disjoint: test classes never heard in
+        training); see :func:`~spatial_clap_sb.data.sources.split_clips`.
     seed : int
         Seeds everything: splits, rooms, scenes, captions.
     heldout_language : bool
         Also write ``<test>_heldout`` manifests: the scenes of each test manifest with
         captions and hard negatives in held-out language only.
+    on_bad_data : str
+        ``"stop"``: a bad clip ends the run before anything is rendered, with a report
+        of every bad clip; ``"skip"``: bad clips are left out (and listed in the log).
 
     Returns
     -------
     dict
         Manifest name -> path of its JSON file.
+
+    Raises
+    ------
+    DataCheckError
+        Bad clips (with ``on_bad_data="stop"``), or a split with too few clips of
+        distinct labels for its scenes; raised before any scene is rendered.
     """
     zones = ZoneVocabulary.from_config(zones)
     spatialiser = _as_config(SpatialiserConfig, spatialiser)
@@ -141,8 +169,8 @@ def prepare_spatial_scenes(
         audio_dir=_abspath(audio_dir), n_clips_per_class=n_clips_per_class,
         scene_counts=scene_counts, zones=zones.to_config(),
         spatialiser=spatialiser.to_dict(), mixer=_mixer_dict(mixer),
-        split_fractions=list(split_fractions), seed=seed,
-        heldout_language=bool(heldout_language),
+        split_fractions=list(split_fractions), split_by=split_by, seed=seed,
+        heldout_language=bool(heldout_language), on_bad_data=on_bad_data,
     )
     options = json.loads(json.dumps(options))  # the form it takes on disk
     manifest_paths = {name: os.path.join(data_folder, "manifests", f"{name}.json")
@@ -160,8 +188,10 @@ def prepare_spatial_scenes(
     os.makedirs(data_folder, exist_ok=True)
     _write_json(progress_file, options)
 
-    clips = _source_clips(data_folder, options, mixer.sample_rate, seed)
-    splits = split_clips(clips, fractions=tuple(split_fractions), seed=seed)
+    clips = _checked_clips(data_folder, options, mixer.sample_rate, seed)
+    splits = split_clips(clips, fractions=tuple(split_fractions), seed=seed,
+                         split_by=split_by)
+    _check_splits(splits, scene_counts, options)
     load = _clip_loader(clips, mixer.sample_rate)
     resources = {}
     for split, split_clips_ in splits.items():
@@ -177,18 +207,19 @@ def prepare_spatial_scenes(
         language = SPLIT_LANGUAGE.get(split, "train")
         entries = _render_manifest(data_folder, name, index, counts, scene_mixer, seed,
                                    language)
-        _write_json(manifest_paths[name], entries)
+        write_manifest(manifest_paths[name], entries)
         if name + HELDOUT_SUFFIX in manifest_paths:
-            _write_json(manifest_paths[name + HELDOUT_SUFFIX],
-                        _heldout_entries(entries, zones, [seed, index]))
+            write_manifest(manifest_paths[name + HELDOUT_SUFFIX],
+                           _heldout_entries(entries, zones, [seed, index]))
     _write_json(done_file, dict(options, splits=resources))
     os.remove(progress_file)
     return manifest_paths
 
 
 def manifest_names(scene_counts, heldout_language=True, zones=None):
-    """The manifests a prepare run writes: one per scene count, plus a held-out-language
-    twin of each test manifest when the vocabulary has held-out wordings for every zone.
+    """The manifests a prepare run writes: one per scene count (a test manifest whose
+    counts are all zero is left out), plus a held-out-language twin of each test
+    manifest when the vocabulary has held-out wordings for every zone.
 
     Example
     -------
@@ -198,7 +229,7 @@ def manifest_names(scene_counts, heldout_language=True, zones=None):
     heldout_language = heldout_language and all(
         z.heldout_phrases for z in ZoneVocabulary.from_config(zones).zones)
     names = []
-    for name in scene_counts:
+    for name in _normalise_counts(scene_counts):
         names.append(str(name))
         if heldout_language and MANIFEST_SPLIT.get(str(name)) == "test":
             names.append(str(name) + HELDOUT_SUFFIX)
@@ -295,6 +326,32 @@ def _manifest_entry(scene, name, scene_id, duration):
                 n_sources=scene["n_sources"], room=scene["room"], sources=sources)
 
 
+def _checked_clips(data_folder, options, sample_rate, seed):
+    """The source clips, every one checked; bad ones stop the run or are left out."""
+    clips = _source_clips(data_folder, options, sample_rate, seed)
+    source = options["source_csv"] or "the generated library"
+    bad = enforce(clip_problems(clips, sample_rate), options["on_bad_data"], source,
+                  "Fix or remove these rows, or rerun with --on_bad_data=skip to leave "
+                  "them out.")
+    return [clip for clip in clips if clip.path not in bad]
+
+
+def _check_splits(splits, scene_counts, options):
+    """Refuses splits that cannot fill their scenes, before anything is rendered."""
+    needed = {}
+    for name, counts in scene_counts.items():
+        split = MANIFEST_SPLIT.get(name, name)
+        needed[split] = max(needed.get(split, 0), max(counts, default=0))
+    logger.info("Clip splits (%s): %s", options["split_by"], split_summary(splits))
+    fractions = "/".join(f"{f:g}" for f in options["split_fractions"])
+    check_split_capacity(
+        splits, needed, options["source_csv"] or "the generated library",
+        f"Split {fractions} by {options['split_by']}. Fixes: add clips; give a larger "
+        "share to the short split (--split_fractions); --split_by=clip to ignore labels; "
+        "or ask for fewer sources there (e.g. --scene_counts=\"{test_3src: {3: 0}}\" "
+        "drops the three-source test).")
+
+
 def _source_clips(data_folder, options, sample_rate, seed):
     if options["source_csv"] is None:
         return generate_library(os.path.join(data_folder, "sources"),
@@ -325,8 +382,11 @@ def _normalise_counts(counts):
     """Keys as str names, source counts as int -> int (JSON and YAML both work)."""
     normalised = {}
     for name, per_k in counts.items():
-        normalised[str(name)] = {int(k): int(v) for k, v in per_k.items() if int(v) > 0}
-        if MANIFEST_SPLIT.get(name) != "test" and max(normalised[str(name)]) > 2:
+        per_k = {int(k): int(v) for k, v in per_k.items() if int(v) > 0}
+        if not per_k and MANIFEST_SPLIT.get(str(name)) == "test":
+            continue  # e.g. {test_3src: {3: 0}}: no such test
+        normalised[str(name)] = per_k
+        if MANIFEST_SPLIT.get(name) != "test" and max(per_k, default=0) > 2:
             logger.warning("Manifest %s has scenes of more than two sources; the paper "
                            "keeps three-source scenes for test_3src only.", name)
     return normalised

@@ -1346,13 +1346,25 @@ def _split_counts(n, fractions):
     return counts
 
 
-def split_clips(clips, fractions=(0.8, 0.1, 0.1), seed=0):
+SPLIT_BY = ("auto", "clip", "label")
+
+
+def split_clips(clips, fractions=(0.8, 0.1, 0.1), seed=0, split_by="auto"):
     """Splits clips (not captions) into train, valid and test.
 
-    The split is stratified by label where labels exist: each label's clips are split on
-    their own, so every label with at least three clips appears in every split (with
-    non-zero fractions); unlabelled clips form one more group. It depends only on the
-    clips' ids, labels and the seed, not on the input order.
+    ``split_by`` says how labels shape the split:
+
+    * ``"auto"``: each label with at least one clip per split is split on its own
+      (stratified: the label is heard in every split); clips of rarer labels, and
+      unlabelled clips, are pooled and split by clip. A CSV with one clip per label is
+      therefore split by clip.
+    * ``"clip"``: labels are ignored; clips are split at random.
+    * ``"label"``: label-disjoint: each label goes whole to one split, so test scenes
+      hold only classes never heard in training (unlabelled clips count as their own
+      label).
+
+    The split depends only on the clips' ids, labels and the seed, not on the input
+    order.
 
     Arguments
     ---------
@@ -1362,6 +1374,8 @@ def split_clips(clips, fractions=(0.8, 0.1, 0.1), seed=0):
         Fractions of train, valid, test (normalised to sum 1).
     seed : int
         Seed of the shuffle.
+    split_by : str
+        ``"auto"``, ``"clip"`` or ``"label"``.
 
     Returns
     -------
@@ -1371,36 +1385,72 @@ def split_clips(clips, fractions=(0.8, 0.1, 0.1), seed=0):
     Raises
     ------
     ValueError
-        For duplicate clip ids or bad fractions.
+        For duplicate clip ids, bad fractions or an unknown ``split_by``.
 
     Example
     -------
-    >>> clips = [SourceClip(f"c{i}", f"/a/c{i}.wav", ("a sound",), "x") for i in range(10)]
+    >>> clips = [SourceClip(f"c{i}", f"/a/c{i}.wav", ("a sound",), f"thing{i}")
+    ...          for i in range(10)]
     >>> {k: len(v) for k, v in split_clips(clips).items()}
     {'train': 8, 'valid': 1, 'test': 1}
     """
     fractions = np.asarray(fractions, dtype=np.float64)
     if fractions.shape != (3,) or (fractions < 0).any() or fractions.sum() <= 0:
         raise ValueError(f"fractions must be three non-negative numbers, got {fractions}")
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
     fractions = fractions / fractions.sum()
     clips = sorted(clips, key=lambda c: c.clip_id)
     ids = [c.clip_id for c in clips]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"Duplicate clip ids: {dupes[:10]}")
-    groups = OrderedDict()
-    for clip in clips:
-        groups.setdefault(clip.label, []).append(clip)
-    out = {name: [] for name in SPLITS}
-    for label, members in groups.items():
-        key = "\x00unlabelled" if label is None else str(label)
-        rng = np.random.default_rng([int(seed), zlib.crc32(key.encode("utf-8"))])
-        perm = rng.permutation(len(members))
-        counts = _split_counts(len(members), fractions)
-        bounds = np.concatenate([[0], np.cumsum(counts)])
-        for i, name in enumerate(SPLITS):
-            out[name].extend(members[j] for j in perm[bounds[i] : bounds[i + 1]])
+    if split_by == "label":
+        out = _split_labels(clips, fractions, seed)
+    else:
+        out = {name: [] for name in SPLITS}
+        for key, members in _split_groups(clips, fractions, split_by).items():
+            for name, part in zip(SPLITS, _shuffled_parts(members, fractions, seed, key)):
+                out[name].extend(part)
     return {name: sorted(v, key=lambda c: c.clip_id) for name, v in out.items()}
+
+
+def _split_groups(clips, fractions, split_by):
+    """Groups split on their own: one per label with a clip for every split, and one
+    pool (the rarer labels and unlabelled clips) split by clip."""
+    pool_key = "\x00unlabelled"
+    if split_by == "clip":
+        return {pool_key: clips}
+    by_label = OrderedDict()
+    for clip in clips:
+        by_label.setdefault(clip.label, []).append(clip)
+    enough = int((fractions > 0).sum())
+    groups = OrderedDict()
+    for label, members in by_label.items():
+        key = pool_key if label is None or len(members) < enough else str(label)
+        groups.setdefault(key, []).extend(members)
+    return groups
+
+
+def _shuffled_parts(members, fractions, seed, key):
+    """A group's members shuffled (seeded by the group) and cut by the fractions."""
+    rng = np.random.default_rng([int(seed), zlib.crc32(key.encode("utf-8"))])
+    perm = rng.permutation(len(members))
+    bounds = np.concatenate([[0], np.cumsum(_split_counts(len(members), fractions))])
+    return [[members[j] for j in perm[bounds[i]: bounds[i + 1]]]
+            for i in range(len(SPLITS))]
+
+
+def _split_labels(clips, fractions, seed):
+    """Label-disjoint split: whole labels go to one split each."""
+    by_label = OrderedDict()
+    for clip in clips:
+        key = clip.label if clip.label is not None else "\x00" + clip.clip_id
+        by_label.setdefault(key, []).append(clip)
+    labels = sorted(by_label)
+    parts = _shuffled_parts(labels, fractions, seed, "\x00labels")
+    return {name: [c for label in part for c in by_label[label]]
+            for name, part in zip(SPLITS, parts)}
 
 
 def load_clip(clip, sample_rate, context=""):
