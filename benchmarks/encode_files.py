@@ -5,7 +5,9 @@
 
 Writes N stereo test files (white noise with an inter-channel delay, 44.1 kHz so that
 resampling is part of the cost), embeds them and reports seconds of audio embedded per
-second of wall time, and the process's peak resident memory (ru_maxrss).
+second of wall time, and the process's peak resident memory (ru_maxrss). Files are
+written a minute at a time, so that a long one (``--n_files 1 --seconds 3600``) measures
+the memory of embedding it, not of making it.
 """
 import argparse
 import os
@@ -23,11 +25,14 @@ from spatial_clap_sb.inference import SpatialCLAP
 def write_files(folder, n_files, seconds, sample_rate):
     rng = np.random.default_rng(0)
     paths = []
+    block = 60 * sample_rate
     for i in range(n_files):
-        noise = rng.standard_normal(int(seconds * sample_rate) + 8) * 0.1
-        stereo = np.stack([noise[8:], noise[:-8]], axis=1).astype(np.float32)
         paths.append(os.path.join(folder, f"scene_{i:03d}.wav"))
-        sf.write(paths[-1], stereo, sample_rate)
+        total = int(seconds * sample_rate)
+        with sf.SoundFile(paths[-1], "w", sample_rate, 2, subtype="PCM_16") as f:
+            for start in range(0, total, block):
+                noise = rng.standard_normal(min(block, total - start) + 8) * 0.1
+                f.write(np.stack([noise[8:], noise[:-8]], axis=1).astype(np.float32))
     return paths
 
 
@@ -43,7 +48,7 @@ def main():
         model = SpatialCLAP.from_hparams(source=args.model,
                                          savedir=os.path.join(folder, "model"))
         paths = write_files(folder, args.n_files, args.seconds, args.sample_rate)
-        model.encode_files(paths[:2], batch_size=args.batch_size)  # warm-up
+        model.encode_signals([torch.zeros(model.chunk_samples, 2)])  # warm-up
         start = time.perf_counter()
         embeddings = model.encode_files(paths, batch_size=args.batch_size)
         elapsed = time.perf_counter() - start

@@ -76,8 +76,9 @@ def find_audio_files(paths):
     return sorted(found)
 
 
-def load_model(model_dir, savedir=None, device=None):
-    """Loads an exported model folder, checking first that it is one."""
+def load_model(model_dir, savedir=None, device=None, trust_remote_code=False):
+    """Loads an exported model folder, checking first that it is one (and, unless
+    ``trust_remote_code``, that it runs no code of its own)."""
     if not os.path.isdir(model_dir):
         raise CLIError(f"Model folder not found: {model_dir}")
     if not os.path.isfile(os.path.join(model_dir, "hyperparams.yaml")):
@@ -87,7 +88,8 @@ def load_model(model_dir, savedir=None, device=None):
 
     run_opts = {"device": device} if device else None
     return SpatialCLAP.from_hparams(source=os.path.abspath(model_dir), savedir=savedir,
-                                    run_opts=run_opts)
+                                    run_opts=run_opts,
+                                    trust_remote_code=trust_remote_code)
 
 
 def _prefix(output):
@@ -136,7 +138,7 @@ def write_embeddings(prefix, embeddings, paths):
 
 def _embed_files(args):
     paths = find_audio_files(args.paths)
-    model = load_model(args.model, args.savedir, args.device)
+    model = load_model(args.model, args.savedir, args.device, args.trust_remote_code)
     embeddings = model.encode_files(paths, batch_size=args.batch_size,
                                     allow_mono=args.allow_mono, progress=True)
     return model, embeddings.cpu().numpy(), paths
@@ -160,7 +162,7 @@ def run_search(args):
                        "(from spatial-clap embed), not both or neither")
     if args.embeddings:
         embeddings, paths = read_embeddings(args.embeddings)
-        model = load_model(args.model, args.savedir, args.device)
+        model = load_model(args.model, args.savedir, args.device, args.trust_remote_code)
     else:
         model, embeddings, paths = _embed_files(args)
     for rank, (index, score) in enumerate(model.retrieve(args.text, embeddings,
@@ -175,7 +177,7 @@ def run_evaluate(args):
 
     if not os.path.isfile(args.manifest):
         raise CLIError(f"Manifest not found: {args.manifest}")
-    model = load_model(args.model, args.savedir, args.device)
+    model = load_model(args.model, args.savedir, args.device, args.trust_remote_code)
     metrics = evaluate_manifest(model, args.manifest, data_root=args.data_root,
                                 output_dir=args.output, batch_size=args.batch_size,
                                 progress=True)
@@ -232,6 +234,10 @@ def _model_arguments(parser):
                         help="folder for SpeechBrain's links to the model files "
                              "(default: read the model folder directly)")
     parser.add_argument("--device", default=None, help="e.g. cpu or cuda:0")
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="load a model folder whose hyperparams.yaml or weights run "
+                             "code of their own (refused by default; only for folders "
+                             "from people you trust)")
     parser.add_argument("--batch_size", type=int, default=8,
                         help="files (or scenes) embedded per step (default 8)")
 
@@ -294,8 +300,9 @@ def build_parser(prog=None):
 
 def _one_line(error):
     from spatial_clap_sb.data.checks import DataCheckError
+    from spatial_clap_sb.trust import UntrustedModelError
 
-    if isinstance(error, DataCheckError):  # one line per bad file
+    if isinstance(error, DataCheckError | UntrustedModelError):  # a line per problem
         return str(error)
     if isinstance(error, KeyError) and error.args:
         message = str(error.args[0])

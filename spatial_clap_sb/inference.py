@@ -31,6 +31,9 @@ embeddings are averaged with equal weights and the mean is L2-normalised again. 
 recording no longer than one window is embedded whole, at its own length. The policy
 is deterministic (no random crop): the same file gives the same embedding in every call
 and every process, whatever else is in the batch (up to float rounding, ~1e-7).
+``encode_files`` reads a file longer than ``STREAMED_WINDOWS`` windows (128 s at 2-s
+windows) that many windows at a time, with the same windows, resampling and mean, so
+a recording of hours embeds in the memory of a couple of minutes of audio.
 """
 import os
 import warnings
@@ -40,15 +43,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.fetching import fetch
 
-from spatial_clap_sb.data.audio_io import load_stereo
+from spatial_clap_sb.data.audio_io import load_stereo, read_stereo_span, stereo_length
 from spatial_clap_sb.data.captions import ZoneVocabulary, direction_prompts
 from spatial_clap_sb.export import check_checkpoint_fits
 from spatial_clap_sb.models.text import check_captions
+from spatial_clap_sb.trust import check_model_folder, check_model_yaml
 
 __all__ = ["SpatialCLAP", "window_starts", "DEFAULT_CHUNK_SECONDS"]
 
 DEFAULT_CHUNK_SECONDS = 2.0
+# encode_files reads a file longer than this many windows a part at a time (this many
+# windows per read), so memory does not grow with the recording's length.
+STREAMED_WINDOWS = 64
 MONO_WARNING = ("Mono audio duplicated into both channels: the two channels are "
                 "identical, so any direction read from it is meaningless.")
 
@@ -89,6 +97,16 @@ def window_starts(n_samples, window):
     return starts
 
 
+def _check_untrusted_source(source, hparams_file, savedir):
+    """Checks a model folder before SpeechBrain loads anything from it."""
+    if os.path.isdir(os.fspath(source)):
+        check_model_folder(os.fspath(source), hparams_file)
+        return
+    # A hub source: its YAML is fetched and checked here; its weights are loaded by
+    # torch.load, whose default (weights_only=True) refuses pickled code.
+    check_model_yaml(fetch(filename=hparams_file, source=source, savedir=savedir))
+
+
 class SpatialCLAP(Pretrained):
     """Spatial-CLAP embeddings of stereo scenes and captions, zero-shot and retrieval.
 
@@ -112,6 +130,37 @@ class SpatialCLAP(Pretrained):
 
     HPARAMS_NEEDED = ["sample_rate", "zones"]
     MODULES_NEEDED = ["audio_encoder", "text_tower", "temperature"]
+
+    @classmethod
+    def from_hparams(cls, source, hparams_file="hyperparams.yaml",
+                     trust_remote_code=False, **kwargs):
+        """Loads a model folder (local, or fetched by SpeechBrain from a hub).
+
+        Unless ``trust_remote_code=True``, the folder is checked first and refused
+        (:class:`~spatial_clap_sb.trust.UntrustedModelError`) if its
+        ``hyperparams.yaml`` builds or calls anything outside this package's models,
+        ``torch.nn`` and SpeechBrain's ``Pretrainer``, or a ``.ckpt`` holds more than
+        tensors (see :mod:`spatial_clap_sb.trust`).
+
+        Arguments
+        ---------
+        source : str
+            The model folder or hub id.
+        hparams_file : str
+            The YAML inside it.
+        trust_remote_code : bool
+            Load a folder that runs code of its own (only for folders you trust).
+        **kwargs
+            As SpeechBrain's ``Pretrained.from_hparams`` (``savedir``, ``run_opts``,
+            ``overrides``, ...).
+
+        Returns
+        -------
+        SpatialCLAP
+        """
+        if not trust_remote_code:
+            _check_untrusted_source(source, hparams_file, kwargs.get("savedir"))
+        return super().from_hparams(source, hparams_file=hparams_file, **kwargs)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -376,16 +425,41 @@ class SpatialCLAP(Pretrained):
         try:
             for start in range(0, len(paths), batch_size):
                 group = paths[start:start + batch_size]
+                lengths = [stereo_length(p, self.sample_rate, allow_mono) for p in group]
+                short = [p for p, n in zip(group, lengths)
+                         if n <= STREAMED_WINDOWS * self.chunk_samples]
                 signals = [torch.from_numpy(load_stereo(p, self.sample_rate,
                                                         allow_mono=allow_mono))
-                           for p in group]
-                out.append(self.encode_signals(signals, batch_size=batch_size))
+                           for p in short]
+                embedded = dict(zip(short, self.encode_signals(signals, batch_size)
+                                    if signals else []))
+                for p, n in zip(group, lengths):
+                    if p not in embedded:
+                        embedded[p] = self._encode_streamed(p, n, batch_size, allow_mono)
+                out.append(torch.stack([embedded[p] for p in group]))
                 if bar is not None:
                     bar.update(len(group))
         finally:
             if bar is not None:
                 bar.close()
         return torch.cat(out)
+
+    def _encode_streamed(self, path, n_samples, batch_size, allow_mono):
+        """A long file's embedding, read ``STREAMED_WINDOWS`` windows at a time: the
+        same windows and mean as :meth:`encode_signals`, in memory of one read."""
+        window = self.chunk_samples
+        starts = window_starts(n_samples, window)
+        total = None
+        for first in range(0, len(starts), STREAMED_WINDOWS):
+            group = starts[first:first + STREAMED_WINDOWS]
+            span = torch.from_numpy(read_stereo_span(
+                path, self.sample_rate, group[0], group[-1] + window, allow_mono))
+            for i in range(0, len(group), batch_size):
+                batch = torch.stack([span[s - group[0]: s - group[0] + window]
+                                     for s in group[i:i + batch_size]])
+                part = self.encode_audio(batch).sum(dim=0)
+                total = part if total is None else total + part
+        return F.normalize(total / len(starts), dim=-1)
 
     # ------------------------------------------------------------------ text
 

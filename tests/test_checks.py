@@ -283,3 +283,73 @@ def test_manifest_command_rejects_unknown_zones_by_row(tmp_path, capsys):
     assert status == 1
     assert "row 1 (line 2) (a.wav): unknown zone(s) upstairs" in error
     assert os.path.exists(folder / "a.wav")
+
+
+# ------------------------------------------------------------- a user's own manifests
+
+
+def test_a_truncated_wav_is_found(tmp_path):
+    write_audio(tmp_path / "full.wav", noise(2.0, 2), SR)
+    data = (tmp_path / "full.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])
+    assert audio_problem(str(tmp_path / "full.wav"), SR, stereo=True) is None
+    assert "truncated" in audio_problem(str(tmp_path / "cut.wav"), SR, stereo=True)
+
+
+def bad_manifest(tmp_path):
+    """A manifest with one good entry and one entry per kind of bad data."""
+    import soundfile as sf
+
+    write_audio(tmp_path / "good.wav", noise(1.0, 2), SR)
+    write_audio(tmp_path / "unicode.wav", noise(1.0, 2), SR)
+    nan = noise(1.0, 2)
+    nan[5, 1] = np.inf
+    sf.write(tmp_path / "nan.wav", nan, SR, subtype="FLOAT")
+    write_audio(tmp_path / "mono.wav", noise(1.0), SR)
+    write_audio(tmp_path / "low.wav", noise(1.0, 2, 8000), 8000)
+    write_audio(tmp_path / "long.wav", noise(2.0, 2), SR)
+    data = (tmp_path / "long.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])
+    entries = {
+        "good": ("good.wav", "a kettle whistles on the left"),
+        "unicode": ("unicode.wav", "un café bruyant à gauche"),
+        "nan": ("nan.wav", "a hum"),
+        "mono": ("mono.wav", "a hum"),
+        "low": ("low.wav", "a hum"),
+        "cut": ("cut.wav", "a hum"),
+        "braces": ("good.wav", "a {loud} hum"),
+        "empty": ("good.wav", " "),
+    }
+    lines = [f'"{key}": {{"wav": "{{data_root}}/{wav}", "caption": "{caption}"}}'
+             for key, (wav, caption) in entries.items()]
+    lines.append('"good": {"wav": "{data_root}/good.wav", "caption": "again"}')
+    path = tmp_path / "mine.json"
+    path.write_text("{" + ",\n".join(lines) + "}", encoding="utf-8")
+    return path
+
+
+def test_every_bad_entry_of_a_manifest_is_named(tmp_path):
+    from spatial_clap_sb.data.checks import manifest_problems
+
+    path = bad_manifest(tmp_path)
+    found = {p.where.split(": ", 1)[1]: p.reason
+             for p in manifest_problems(str(path), str(tmp_path), SR)}
+    assert set(found) == {"nan", "mono", "low", "cut", "braces", "empty", "good"}
+    assert "non-finite" in found["nan"] and "1 channel" in found["mono"]
+    assert "8000 Hz" in found["low"] and "truncated" in found["cut"]
+    assert "{{ and }}" in found["braces"] and found["empty"] == "empty caption"
+    assert "duplicate id" in found["good"]
+
+
+def test_checked_manifests_stop_or_leave_the_bad_entries_out(tmp_path):
+    from spatial_clap_sb.data.checks import checked_manifests
+
+    path = str(bad_manifest(tmp_path))
+    with pytest.raises(DataCheckError, match="7 bad"):
+        checked_manifests({"train": path}, str(tmp_path), SR, "stop", str(tmp_path / "c"))
+    checked = checked_manifests({"train": path}, str(tmp_path), SR, "skip",
+                                str(tmp_path / "c"))
+    assert checked["train"] == str(tmp_path / "c" / "train.json")
+    dataset = scene_dataset(checked["train"], str(tmp_path), SR)
+    assert sorted(item["id"] for item in dataset) == ["unicode"]
+    assert dataset[0]["caption"] == "un café bruyant à gauche"

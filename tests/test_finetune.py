@@ -10,9 +10,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
+from spatial_clap_sb.data.audio_io import write_audio
 from spatial_clap_sb.data.sources import GENERATED_CLASSES, generate_library
 from spatial_clap_sb.evaluate_model import evaluate_manifest
 from spatial_clap_sb.inference import SpatialCLAP
@@ -234,3 +236,31 @@ def test_finetuning_on_recordings_through_the_manifest_command(runs):
         metrics = json.load(f)
     assert metrics["after"]["test"]["n_scenes"] == 10
     assert "assignment_acc" in metrics["before"]["test"]
+
+
+def test_bad_entries_in_a_users_manifests_stop_before_training(runs):
+    """A mono file in a stereo manifest is found by the check before the first step,
+    not by the data loader mid-epoch."""
+    tmp_path, default, _ = runs
+    data = tmp_path / "finetune" / "data" / "manifests"
+    with open(data / "train.json") as f:
+        train_entries = json.load(f)
+    mono = tmp_path / "mono_take.wav"
+    write_audio(str(mono), np.zeros(16000, np.float32) + 0.1, 16000)
+    train_entries["mono_take"] = dict(next(iter(train_entries.values())), wav=str(mono))
+    with open(tmp_path / "with_mono.json", "w") as f:
+        json.dump(train_entries, f)
+    command = [sys.executable, "train.py", "hparams/finetune.yaml",
+               f"--data_folder={tmp_path / 'finetune' / 'data'}",
+               f"--output_folder={tmp_path / 'bad_manifest' / 'out'}", *COMMON,
+               f"--pretrained_model={default / 'model'}", "--dynamic_mixing=False",
+               f"--manifests={{train: {tmp_path / 'with_mono.json'}, "
+               f"valid: {data / 'valid.json'}, test: {data / 'test_2src.json'}}}"]
+    result = subprocess.run(command, cwd=RECIPE, capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1",
+                                                  OMP_NUM_THREADS="1"))
+    assert result.returncode != 0
+    assert f"with_mono.json: mono_take: {mono}: 1 channel(s)" in result.stderr
+    assert "--on_bad_data=skip" in result.stderr
+    assert not list((tmp_path / "bad_manifest" / "out").glob("save/CKPT*"))
+    assert not (tmp_path / "bad_manifest" / "out" / "train_log.txt").exists()

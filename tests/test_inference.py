@@ -386,3 +386,18 @@ def test_no_warning_on_stereo_input(model, files):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.encode_files([files["left"]])
+
+
+def test_a_long_file_is_streamed_to_the_same_embedding(model, tmp_path):
+    """A file longer than STREAMED_WINDOWS windows is read a part at a time; its
+    embedding is that of the whole file in memory (same windows, resampling, mean)."""
+    from spatial_clap_sb.data.audio_io import load_stereo
+    from spatial_clap_sb.inference import STREAMED_WINDOWS
+
+    seconds = STREAMED_WINDOWS * model.chunk_seconds * 1.6 + 0.3  # 2 reads, ragged end
+    path = str(tmp_path / "long_44k.wav")
+    sf.write(path, stereo(seconds, sr=44100, delay=12, seed=11), 44100, subtype="PCM_16")
+    streamed = model.encode_files([path], batch_size=16)
+    whole = model.encode_signals([load_stereo(path, model.sample_rate)], batch_size=16)
+    assert torch.allclose(streamed, whole, atol=1e-5)
+    assert torch.allclose(model.encode_files([path]), streamed, atol=1e-6)

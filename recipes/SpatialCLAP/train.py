@@ -32,7 +32,11 @@ from speechbrain.utils.parameter_transfer import Pretrainer
 
 from spatial_clap_sb.brain import SpatialCLAPBrain
 from spatial_clap_sb.data.captions import ZoneVocabulary
-from spatial_clap_sb.data.checks import DataCheckError, check_split_capacity
+from spatial_clap_sb.data.checks import (
+    DataCheckError,
+    check_split_capacity,
+    checked_manifests,
+)
 from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
 from spatial_clap_sb.data.prepare import (
     HELDOUT_SUFFIX,
@@ -44,6 +48,7 @@ from spatial_clap_sb.evaluation import scene_metrics
 from spatial_clap_sb.export import check_checkpoint_fits, export_model
 from spatial_clap_sb.metrics import direction_probe_accuracy
 from spatial_clap_sb.models.source_zone import SourceZoneHead, source_class_key
+from spatial_clap_sb.trust import UntrustedModelError, check_weights
 
 PREPARE_KEYS = ("source_csv", "source_format", "audio_dir", "n_clips_per_class",
                 "scene_counts", "zones", "spatialiser", "mixer", "split_fractions",
@@ -61,7 +66,12 @@ def prepare_manifests(hparams):
         if hparams["dynamic_mixing"]:
             raise ValueError("dynamic_mixing needs source clips to mix; with your own "
                              "manifests set --dynamic_mixing=False.")
-        return dict(hparams["manifests"])
+        # Every file and entry is checked before the first step; with
+        # on_bad_data=skip, copies without the bad entries go to the output folder.
+        return checked_manifests(dict(hparams["manifests"]), hparams["data_folder"],
+                                 hparams["sample_rate"], hparams["on_bad_data"],
+                                 os.path.join(hparams["output_folder"],
+                                              "checked_manifests"))
     run_on_main(prepare_spatial_scenes, kwargs={
         "data_folder": hparams["data_folder"],
         **{key: hparams[key] for key in PREPARE_KEYS}})
@@ -134,6 +144,7 @@ def load_pretrained(hparams):
         paths={name: os.path.abspath(os.path.join(folder, f"{name}.ckpt"))
                for name in modules})
     for name, module in modules.items():
+        check_weights(os.path.join(folder, f"{name}.ckpt"))  # tensors only: no code
         check_checkpoint_fits(module, os.path.join(folder, f"{name}.ckpt"), name,
                               "set this recipe's model keys (text_pooling_queries, "
                               "text_trainable_layers, ...) to those in "
@@ -241,11 +252,11 @@ def main():
                                    hyperparams_to_save=hparams_file, overrides=overrides)
 
     try:
+        load_pretrained(hparams)  # first: a refused model folder costs no preparation
         manifests = prepare_manifests(hparams)
         train_set, valid_set, test_sets, labels = dataio_prepare(hparams, manifests)
-    except DataCheckError as error:  # the report is the message: no traceback
+    except (DataCheckError, UntrustedModelError) as error:  # the message is the report
         sys.exit(f"train.py: {error}")
-    load_pretrained(hparams)
     freeze_modules(hparams)
 
     brain = SpatialCLAPBrain(modules=training_modules(hparams, labels),

@@ -24,6 +24,8 @@ __all__ = [
     "read_audio",
     "load_mono",
     "load_stereo",
+    "stereo_length",
+    "read_stereo_span",
     "write_audio",
 ]
 
@@ -260,6 +262,107 @@ def load_stereo(path, sample_rate, allow_mono=False, context=""):
             context,
         )
     )
+
+
+def stereo_length(path, sample_rate, allow_mono=False, context=""):
+    """Number of samples a stereo file has at ``sample_rate`` (read from its header).
+
+    Raises
+    ------
+    FileNotFoundError, AudioReadError, ChannelCountError
+        As :func:`load_stereo`.
+    """
+    info = _stereo_info(path, allow_mono, context)
+    return math.ceil(info.frames * sample_rate / info.samplerate)
+
+
+def read_stereo_span(path, sample_rate, start, stop, allow_mono=False, context=""):
+    """Samples ``[start, stop)`` (at ``sample_rate``) of a stereo file, reading only
+    the part of the file they come from.
+
+    The span equals the same samples of ``load_stereo(path, sample_rate)`` up to float
+    rounding: the read starts and ends a filter's length beyond the span, on a sample
+    where the polyphase resampler's phase is that of the whole file, and the margins are
+    cut off. Memory stays that of the span, whatever the file's length.
+
+    Arguments
+    ---------
+    path : str
+        Audio file.
+    sample_rate : int
+        Sample rate of ``start``, ``stop`` and the result.
+    start, stop : int
+        The span, ``0 <= start < stop <= stereo_length(path, sample_rate)``.
+    allow_mono : bool
+        Duplicate a mono file into both channels.
+    context : str
+        Appended to error and warning messages.
+
+    Returns
+    -------
+    np.ndarray
+        ``float32`` ``[stop - start, 2]``; non-finite samples set to zero (with a
+        warning).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> tmp = os.path.join(tempfile.mkdtemp(), "s.wav")
+    >>> write_audio(tmp, np.random.default_rng(0).uniform(-.5, .5, (44100, 2)), 44100)
+    >>> whole = load_stereo(tmp, 16000)
+    >>> bool(np.allclose(read_stereo_span(tmp, 16000, 5000, 9000), whole[5000:9000],
+    ...                  atol=1e-6))
+    True
+    """
+    sample_rate = _check_sample_rate(sample_rate)
+    info = _stereo_info(path, allow_mono, context)
+    g = math.gcd(info.samplerate, sample_rate)
+    up, down = sample_rate // g, info.samplerate // g
+    # Input samples the resampling filter reaches (scipy: 10 * max(up, down) taps each
+    # side at the upsampled rate), rounded to whole resampler periods of ``down``.
+    margin = (math.ceil(10 * max(up, down) / up) // down + 2) * down
+    first = max(0, (start * down // up - margin) // down * down)
+    last = min(info.frames, -(-(stop * down // up + margin + 1) // down) * down)
+    with sf.SoundFile(path) as f:
+        f.seek(first)
+        data = f.read(last - first, dtype="float32", always_2d=True)
+    data = _finite(data, path, context)
+    if data.shape[1] == 1:
+        data = np.repeat(data, 2, axis=1)
+    data = resample(data, info.samplerate, sample_rate)
+    offset = first * up // down  # where ``data`` starts at ``sample_rate``
+    return np.ascontiguousarray(data[start - offset: stop - offset])
+
+
+def _stereo_info(path, allow_mono, context):
+    """soundfile's header info of a file :func:`load_stereo` would accept."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(_with_context(f"Audio file not found: {path}", context))
+    try:
+        info = sf.info(path)
+    except Exception as err:  # soundfile raises several types
+        raise AudioReadError(_with_context(
+            f"{path} is not a readable audio file (soundfile: {err})", context)) from err
+    if info.frames == 0:
+        raise AudioReadError(_with_context(
+            f"Audio file {path} is empty (it holds no samples)", context))
+    if info.channels != 2 and not (info.channels == 1 and allow_mono):
+        raise ChannelCountError(_with_context(
+            f"Audio file {path} has {info.channels} channel(s), but the model needs two "
+            "channels (stereo: channel 0 = left, channel 1 = right)", context))
+    return info
+
+
+def _finite(data, path, context):
+    """Sets non-finite samples to zero, with a warning naming the file."""
+    finite = np.isfinite(data)
+    if finite.all():
+        return data
+    warnings.warn(_with_context(
+        f"Audio file {path}: {int(data.size - finite.sum())} non-finite samples "
+        "(NaN/inf) set to zero", context), stacklevel=3)
+    return np.where(finite, data, np.float32(0.0))
 
 
 def write_audio(path, data, sample_rate):

@@ -8,18 +8,25 @@ manifest`` (stereo recordings, see :mod:`spatial_clap_sb.data.recordings`).
 
 What is checked:
 
-* audio: readable by soundfile, not empty, at least ``min_seconds`` long, a sample
-  rate no lower than the model's (upsampling cannot restore the missing band), only
-  finite samples, not silent, and two channels where stereo is required;
+* audio: readable by soundfile, not truncated (a WAV file shorter than its header
+  says, which soundfile reads without a word), not empty, at least ``min_seconds``
+  long, a sample rate no lower than the model's (upsampling cannot restore the
+  missing band), only finite samples, not silent, and two channels where stereo is
+  required;
 * captions: not empty;
+* manifests (a user's own, see :func:`manifest_problems`): unique ids, a caption per
+  entry, text that SpeechBrain's ``{data_root}`` substitution leaves intact, and the
+  audio checks above for every ``wav``;
 * splits: every split holds enough clips with distinct labels for the scenes drawn
   from it (an n-source scene needs n of them).
 
 A run either stops with one :class:`DataCheckError` listing every problem (the
 default) or, with ``on_bad="skip"``, leaves the listed files out and says so.
 """
+import json
 import logging
 import os
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +94,9 @@ def audio_problem(path, sample_rate, stereo=False, min_seconds=0.1):
         data, _ = sf.read(path, dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises several types (LibsndfileError, ...)
         return f"not a readable audio file (soundfile: {err})"
+    truncated = _wav_truncation(path, info)
+    if truncated:
+        return truncated
     if stereo and info.channels != 2:
         return (f"{info.channels} channel(s); a stereo recording is needed "
                 "(2 channels, channel 0 = left)")
@@ -102,6 +112,28 @@ def audio_problem(path, sample_rate, stereo=False, min_seconds=0.1):
     if float(np.abs(data).max()) < SILENCE_PEAK:
         return "silent (no sample above -100 dBFS)"
     return None
+
+
+def _wav_truncation(path, info):
+    """For a WAV file whose data chunk is shorter than its header says, the reason."""
+    if info.format != "WAV":
+        return None
+    with open(path, "rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"data":
+                available = os.path.getsize(path) - f.tell()
+                if size != 0xFFFFFFFF and size > available:  # 0xFFFFFFFF: streamed
+                    return (f"truncated: its header announces {size} bytes of audio, "
+                            f"the file holds {available} (an interrupted copy?)")
+                return None
+            f.seek(size + size % 2, os.SEEK_CUR)
 
 
 def caption_problem(caption):
@@ -190,6 +222,129 @@ def describe(problems):
     if len(problems) > MAX_LISTED:
         lines.append(f"  ... and {len(problems) - MAX_LISTED} more")
     return "\n".join(lines)
+
+
+def manifest_problems(manifest_path, data_root, sample_rate, min_seconds=0.1):
+    """Problems of a user's SpeechBrain manifest of stereo scenes, one per bad entry.
+
+    Arguments
+    ---------
+    manifest_path : str
+        The JSON manifest (``{id: {"wav": ..., "caption": ..., ...}}``).
+    data_root : str
+        Replaces ``{data_root}`` in the ``wav`` paths.
+    sample_rate : int
+        The model's sample rate.
+    min_seconds : float
+        Shortest usable scene.
+
+    Returns
+    -------
+    list of Problem
+        ``where`` is ``"<manifest>: <id>"``.
+    """
+    problems, seen = [], set()
+    with open(manifest_path, encoding="utf-8") as f:
+        pairs = json.load(f, object_pairs_hook=lambda items: items)
+    for entry_id, entry in pairs:
+        where = f"{manifest_path}: {entry_id}"
+        entry = dict(entry) if isinstance(entry, list) else entry
+        if entry_id in seen:
+            problems.append(Problem(where, "duplicate id (JSON keeps only the last)"))
+            continue
+        seen.add(entry_id)
+        reason = (_format_problem(entry, data_root)
+                  or caption_problem(entry.get("caption"))
+                  or _manifest_audio_problem(entry, data_root, sample_rate, min_seconds))
+        if reason:
+            problems.append(Problem(where, reason))
+    return problems
+
+
+def checked_manifests(manifests, data_root, sample_rate, on_bad, folder):
+    """Checks a user's manifests before training; stops, or writes copies without the
+    bad entries.
+
+    Arguments
+    ---------
+    manifests : dict
+        Name -> manifest path.
+    data_root : str
+        Replaces ``{data_root}`` in the ``wav`` paths.
+    sample_rate : int
+        The model's sample rate.
+    on_bad : str
+        ``"stop"`` or ``"skip"``.
+    folder : str
+        Where copies without the bad entries go (only written when some are skipped).
+
+    Returns
+    -------
+    dict
+        Name -> the manifest to use (the user's own where it had no problem).
+
+    Raises
+    ------
+    DataCheckError
+        With ``on_bad="stop"``, listing every bad entry of every manifest.
+    """
+    problems = {name: manifest_problems(path, data_root, sample_rate)
+                for name, path in manifests.items()}
+    everything = [p for found in problems.values() for p in found]
+    enforce(everything, on_bad, ", ".join(manifests.values()),
+            "Fix or remove these entries, or rerun with --on_bad_data=skip to leave "
+            "them out.")
+    checked = dict(manifests)
+    for name, found in problems.items():
+        if found:
+            bad_ids = {p.where.split(": ", 1)[1] for p in found}
+            checked[name] = os.path.join(folder, f"{name}.json")
+            _write_without(manifests[name], bad_ids, checked[name])
+    return checked
+
+
+def _write_without(source, bad_ids, target):
+    """Copies a manifest without some entries (their text left as the user wrote it)."""
+    with open(source, encoding="utf-8") as f:
+        entries = json.load(f)
+    kept = {key: entry for key, entry in entries.items() if key not in bad_ids}
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.{os.getpid()}.tmp"  # processes of one run may write it at once
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(kept, f, indent=2)
+    os.replace(tmp, target)
+
+
+def _format_problem(entry, data_root):
+    """SpeechBrain formats every string of a manifest with ``{data_root}``."""
+    for text in _strings(entry):
+        try:
+            text.format_map({"data_root": data_root})
+        except (KeyError, IndexError, ValueError):
+            return (f"{text!r} holds {{ or }}, which SpeechBrain's {{data_root}} "
+                    "substitution reads as a field: write {{ and }} (spatial-clap "
+                    "manifest does)")
+    return None
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+
+
+def _manifest_audio_problem(entry, data_root, sample_rate, min_seconds):
+    wav = entry.get("wav")
+    if not isinstance(wav, str) or not wav:
+        return "no 'wav' path"
+    path = wav.format_map({"data_root": data_root})
+    reason = audio_problem(path, sample_rate, stereo=True, min_seconds=min_seconds)
+    return f"{path}: {reason}" if reason else None
 
 
 def distinct_labels(clips):

@@ -186,6 +186,7 @@ def prepare_spatial_scenes(
     if options not in (saved_options, _saved_options(progress_file)):
         _remove_outputs(data_folder, done_file)  # made with other options
     os.makedirs(data_folder, exist_ok=True)
+    _remove_temporaries(data_folder)  # left by a run killed mid-write
     _write_json(progress_file, options)
 
     clips = _checked_clips(data_folder, options, mixer.sample_rate, seed)
@@ -410,6 +411,15 @@ def _write_json(path, content):
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(content, f, indent=2)
     os.replace(tmp, path)
+
+
+def _remove_temporaries(data_folder):
+    """Removes the temporary files of atomic writes (``*.tmp``, ``*.tmp.npz``) that a
+    killed run left behind; the files they were to become are written anew."""
+    for root, _, names in os.walk(data_folder):
+        for name in names:
+            if name.endswith((".tmp", ".tmp.npz")):
+                os.remove(os.path.join(root, name))
 
 
 def _remove_outputs(data_folder, done_file):
