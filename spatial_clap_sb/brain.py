@@ -55,6 +55,54 @@ logger = logging.getLogger(__name__)
 VALID_SCORE_KEYS = ("t2a_R@1", "assignment_acc", "direction_acc")
 
 
+@sb.utils.checkpoints.register_checkpoint_hooks
+class GlobalRandomState:
+    """The global random generators (Python, NumPy, torch CPU and CUDA) as a checkpoint
+    recoverable, so that a resumed run draws what the uninterrupted run drew (dropout,
+    the captions and prompts of the objective).
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> state, path = GlobalRandomState(), os.path.join(tempfile.mkdtemp(), "rng.pt")
+    >>> state.save(path)
+    >>> first = torch.rand(1)
+    >>> state.recover(path)
+    >>> bool(torch.rand(1) == first)
+    True
+    """
+
+    @sb.utils.checkpoints.mark_as_saver
+    def save(self, path):
+        """Writes the states of every global generator."""
+        name, keys, position, has_gauss, gauss = np.random.get_state()
+        numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), position,
+                       has_gauss, gauss]
+        torch.save({"python": random.getstate(), "numpy": numpy_state,
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all()
+                    if torch.cuda.is_available() else []}, path)
+
+    @sb.utils.checkpoints.mark_as_loader
+    def recover(self, path, end_of_epoch=True):
+        """Restores them (tensors, tuples and lists only: ``weights_only`` loading)."""
+        del end_of_epoch  # the same states either way
+        state = torch.load(path, weights_only=True)
+        random.setstate(_as_tuples(state["python"]))
+        name, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss,
+                             gauss))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(value):
+    """Python's and NumPy's states are nested tuples; a checkpoint may give lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) \
+        else value
+
+
 def pick_paraphrases(captions, phrasings, rng=random):
     """Another phrasing of each scene's caption, for the text-consistency objective.
 

@@ -89,3 +89,83 @@ def test_kill_9_during_prepare_then_rerun_ends_identical(tmp_path):
     leftovers = [os.path.join(root, f) for root, _, files in os.walk(interrupted)
                  for f in files if ".tmp" in f]
     assert leftovers == []
+
+
+# ----------------------------------------------------------------------- training
+
+RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "SpatialCLAP")
+TRAIN_KILLS = 3
+TINY_TRAINING = [
+    "--n_clips_per_class=3",
+    "--scene_counts={train: {1: 12, 2: 12}, valid: {1: 6, 2: 6}, test_1src: {1: 6}, "
+    "test_2src: {2: 6}, test_3src: {3: 4}}",
+    "--train_scene_counts={1: 24, 2: 24}",
+    "--spatialiser={sample_rate: 16000, n_rooms: 1, positions_per_zone: 2, max_order: 2}",
+    "--batch_size=8", "--warmup_steps=2", "--number_of_epochs=3",
+    "--ckpt_interval_minutes=0", "--ckpt_interval_steps=2",
+    "--text_cache_size=0",  # MiniLM states then do not depend on earlier batches
+]
+
+
+def training(tmp_path, name, data_folder):
+    command = [sys.executable, "train.py", "hparams/spatial_clap.yaml",
+               f"--data_folder={data_folder}", f"--output_folder={tmp_path / name}",
+               *TINY_TRAINING]
+    return subprocess.Popen(command, cwd=RECIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"))
+
+
+def finish(process):
+    _, err = process.communicate(timeout=900)
+    assert process.returncode == 0, err[-3000:]
+    return err
+
+
+def exported(folder):
+    import torch
+
+    return {name: torch.load(folder / "model" / f"{name}.ckpt", weights_only=True)
+            for name in ("audio_encoder", "text_tower", "temperature")}
+
+
+def wait_for_new_checkpoint(save_folder, since, process, timeout=300):
+    """Waits until a checkpoint newer than ``since`` is complete (its CKPT.yaml)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        done = [p for p in save_folder.glob("CKPT*/CKPT.yaml")
+                if p.stat().st_mtime > since]
+        if done:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_kill_9_during_training_then_rerun_ends_bitwise_equal(tmp_path):
+    """Killed at random moments after a checkpoint (training steps, validation,
+    checkpoint writes), the same command resumes from the last checkpoint, loses at
+    most the steps since it, and ends with the weights and test metrics of the
+    uninterrupted run: mixing, captions, prompts, dropout, optimizer, schedule,
+    temperature and epoch all resume."""
+    import torch
+
+    data = tmp_path / "data"
+    finish(training(tmp_path, "reference", data))
+    rng = np.random.default_rng(1)
+    for _ in range(TRAIN_KILLS):
+        began = time.time()
+        process = training(tmp_path, "interrupted", data)
+        assert wait_for_new_checkpoint(tmp_path / "interrupted" / "save", began, process)
+        time.sleep(rng.uniform(0.0, 2.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finish(training(tmp_path, "interrupted", data))
+    log = (tmp_path / "interrupted" / "log.txt").read_text()
+    assert log.count("Loading a checkpoint from") >= TRAIN_KILLS
+    reference, interrupted = exported(tmp_path / "reference"), \
+        exported(tmp_path / "interrupted")
+    for name, weights in reference.items():
+        for key, value in weights.items():
+            assert torch.equal(value, interrupted[name][key]), (name, key)
+    assert (tmp_path / "reference" / "test_metrics.json").read_text() == \
+        (tmp_path / "interrupted" / "test_metrics.json").read_text()

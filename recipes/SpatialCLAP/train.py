@@ -84,7 +84,8 @@ def dataio_prepare(hparams, manifests):
     """Builds the train, valid and test datasets."""
     def dataset(name, train=False):
         return scene_dataset(manifests[name], hparams["data_folder"],
-                             hparams["sample_rate"], hparams["zones"], train=train)
+                             hparams["sample_rate"], hparams["zones"], train=train,
+                             seed=hparams["seed"], epoch_counter=hparams["epoch_counter"])
 
     if hparams["dynamic_mixing"]:
         mixer = split_mixer(hparams["data_folder"], "train")
@@ -93,7 +94,8 @@ def dataio_prepare(hparams, manifests):
             hparams["source_csv"] or "the generated library",
             "Lower the number of sources in --train_scene_counts or add clips.")
         train = dynamic_scene_dataset(mixer, hparams["train_scene_counts"],
-                                      hparams["seed"], hparams["zones"])
+                                      hparams["seed"], hparams["zones"],
+                                      epoch_counter=hparams["epoch_counter"])
         labels = {source_class_key(vars(clip)) for clip in mixer.clips}
     else:
         max_sources = max(k for k, n in hparams["train_scene_counts"].items() if n > 0)
@@ -201,6 +203,13 @@ def test_and_probe(brain, valid_set, test_sets, hparams):
     return results
 
 
+def seeded_generator(seed):
+    """A torch generator of its own, seeded."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
 def metrics_before_training(brain, valid_set, test_sets, hparams):
     """Test metrics of the pretrained model as loaded, before any fine-tuning step.
 
@@ -266,9 +275,14 @@ def main():
     before = None
     if hparams.get("pretrained_model"):
         before = metrics_before_training(brain, valid_set, test_sets, hparams)
+    # The loaders draw their worker seeds from generators of their own, so that the
+    # global ones (checkpointed with the run) advance only with training itself: a run
+    # resumed from any checkpoint continues exactly as the uninterrupted one.
     brain.fit(hparams["epoch_counter"], train_set, valid_set,
-              train_loader_kwargs=hparams["train_dataloader_opts"],
-              valid_loader_kwargs=hparams["valid_dataloader_opts"])
+              train_loader_kwargs=dict(hparams["train_dataloader_opts"],
+                                       generator=seeded_generator(hparams["seed"])),
+              valid_loader_kwargs=dict(hparams["valid_dataloader_opts"],
+                                       generator=seeded_generator(hparams["seed"])))
 
     brain.on_evaluate_start(max_key="valid_score")  # the best checkpoint
     results = test_and_probe(brain, valid_set, test_sets, hparams)

@@ -250,18 +250,15 @@ def load_stereo(path, sample_rate, allow_mono=False, context=""):
             stacklevel=2,
         )
         return np.ascontiguousarray(np.repeat(data, 2, axis=1))
-    hint = (
-        " (pass allow_mono=True to duplicate a mono file, losing direction)"
-        if n_channels == 1
-        else ""
-    )
-    raise ChannelCountError(
-        _with_context(
-            f"Audio file {path} has {n_channels} channel(s), but the model needs two "
-            f"channels (stereo: channel 0 = left, channel 1 = right){hint}",
-            context,
-        )
-    )
+    raise _channel_error(path, n_channels, context)
+
+
+def _channel_error(path, n_channels, context):
+    hint = (" (pass allow_mono=True to duplicate a mono file, losing direction)"
+            if n_channels == 1 else "")
+    return ChannelCountError(_with_context(
+        f"Audio file {path} has {n_channels} channel(s), but the model needs two "
+        f"channels (stereo: channel 0 = left, channel 1 = right){hint}", context))
 
 
 def stereo_length(path, sample_rate, allow_mono=False, context=""):
@@ -348,9 +345,7 @@ def _stereo_info(path, allow_mono, context):
         raise AudioReadError(_with_context(
             f"Audio file {path} is empty (it holds no samples)", context))
     if info.channels != 2 and not (info.channels == 1 and allow_mono):
-        raise ChannelCountError(_with_context(
-            f"Audio file {path} has {info.channels} channel(s), but the model needs two "
-            "channels (stereo: channel 0 = left, channel 1 = right)", context))
+        raise _channel_error(path, info.channels, context)
     return info
 
 

@@ -21,7 +21,7 @@ the spatial metrics, ``sources`` with ``caption`` and ``zone``.
 """
 import json
 import os
-import random
+import zlib
 
 import numpy as np
 import speechbrain as sb
@@ -39,7 +39,8 @@ OUTPUT_KEYS = ["id", "sig", "caption", "permuted", "captions", "language", "zone
                "n_sources", "sources"]
 
 
-def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False):
+def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False,
+                  seed=0, epoch_counter=None):
     """Builds a ``DynamicItemDataset`` of the scenes of a manifest.
 
     Arguments
@@ -54,6 +55,10 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
         The zone vocabulary of the sources.
     train : bool
         Draw a random one of each scene's captions per example (text augmentation).
+    seed : int
+        With ``epoch_counter``, seeds the caption drawn in training.
+    epoch_counter : speechbrain.utils.epoch_loop.EpochCounter, optional
+        Its ``current`` epoch seeds the draws (see :func:`dynamic_scene_dataset`).
 
     Returns
     -------
@@ -74,17 +79,18 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
         return torch.from_numpy(load_stereo(wav, sample_rate))
 
     dataset.add_dynamic_item(audio_pipeline)
-    return _add_scene_pipelines(dataset, zones, train)
+    return _add_scene_pipelines(dataset, zones, train, seed, epoch_counter)
 
 
 def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None,
-                          n_captions=N_PHRASINGS):
+                          n_captions=N_PHRASINGS, epoch_counter=None):
     """Training scenes mixed on the fly: every epoch hears new mixtures and new captions.
 
     Each item draws a new scene (clips, room, zones, levels, captions in the training
-    language) from the mixer, seeded by ``seed``, the item's index and a number drawn
-    from torch's global generator, which DataLoader workers re-seed every epoch: runs
-    with the same seed hear the same scenes, and no two epochs do. Costs two
+    language) from the mixer, seeded by ``seed``, the epoch (``epoch_counter.current``)
+    and the item's index only: runs with the same seed hear the same scenes, no two
+    epochs do, and a run resumed in the middle of an epoch hears what it would have
+    heard (no global random state is used, whatever the loader workers). Costs two
     convolutions per source.
 
     Arguments
@@ -97,6 +103,8 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None,
     zones : ZoneVocabulary or list of dict, optional
     n_captions : int
         Captions drawn per scene.
+    epoch_counter : speechbrain.utils.epoch_loop.EpochCounter, optional
+        The run's epoch counter (without one, every epoch draws as epoch 0).
 
     Returns
     -------
@@ -114,26 +122,32 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None,
     @sb.utils.data_pipeline.takes("index", "n_sources")
     @sb.utils.data_pipeline.provides("sig", "captions", "permuted_captions", "sources")
     def mixing_pipeline(index, n_sources):
-        draw = int(torch.randint(2**31 - 1, ()))
-        scene = mixer.draw(np.random.default_rng([seed, index, draw]), n_sources,
-                           "train", n_captions)
+        rng = np.random.default_rng([seed, _epoch(epoch_counter), index])
+        scene = mixer.draw(rng, n_sources, "train", n_captions)
         yield torch.from_numpy(mixer.render(scene))
         yield scene["captions"]
         yield scene["permuted_captions"]
         yield scene["sources"]
 
     dataset.add_dynamic_item(mixing_pipeline)
-    return _add_scene_pipelines(dataset, zones, train=True)
+    return _add_scene_pipelines(dataset, zones, True, seed, epoch_counter)
 
 
-def _add_scene_pipelines(dataset, zones, train):
+def _epoch(epoch_counter):
+    return 0 if epoch_counter is None else int(epoch_counter.current)
+
+
+def _add_scene_pipelines(dataset, zones, train, seed=0, epoch_counter=None):
     """Caption, hard-negative and zone items shared by stored and mixed scenes."""
     zones = ZoneVocabulary.from_config(zones)
 
-    @sb.utils.data_pipeline.takes("captions", "permuted_captions")
+    @sb.utils.data_pipeline.takes("id", "captions", "permuted_captions")
     @sb.utils.data_pipeline.provides("caption", "permuted")
-    def text_pipeline(captions, permuted_captions):
-        choice = random.randrange(len(captions)) if train else 0
+    def text_pipeline(item_id, captions, permuted_captions):
+        choice = 0
+        if train:  # seeded by the item, not a global generator (exact resumption)
+            key = [seed, _epoch(epoch_counter), zlib.crc32(item_id.encode("utf-8")), 1]
+            choice = int(np.random.default_rng(key).integers(len(captions)))
         yield captions[choice]
         yield list(permuted_captions[choice])
 

@@ -108,7 +108,8 @@ class TextEncoder(nn.Module):
     max_length : int
         Captions are truncated to this many tokens.
     cache_size : int
-        Most texts kept in the cache of a frozen encoder.
+        Most texts kept in the cache of a frozen encoder (0: none; each call then
+        computes its own texts, so its results do not depend on earlier calls).
     batch_size : int
         Texts per forward pass of a frozen encoder (sorted by length).
 
@@ -194,7 +195,9 @@ class TextEncoder(nn.Module):
             with torch.inference_mode():
                 hidden, mask = self._run(model, chunk, device)
             for key, states, valid in zip(chunk, hidden.float().cpu(), mask.cpu()):
-                found[key] = self._cache[key] = states[valid].clone()
+                found[key] = states[valid].clone()
+                if self.cache_size > 0:
+                    self._cache[key] = found[key]
         return {text: found[key].to(device) for text, key in keys.items()}
 
     def forward(self, captions):
