@@ -32,6 +32,7 @@ Hyperparameters read from ``hparams``: ``zones``, ``scl_weight``, ``direction_we
 """
 import logging
 import random
+import shutil
 
 import numpy as np
 import speechbrain as sb
@@ -53,6 +54,49 @@ logger = logging.getLogger(__name__)
 # The validation score that picks the best checkpoint: spatial binding, absolute
 # direction and retrieval count equally.
 VALID_SCORE_KEYS = ("t2a_R@1", "assignment_acc", "direction_acc")
+
+
+class CompleteCheckpointer(sb.utils.checkpoints.Checkpointer):
+    """SpeechBrain's ``Checkpointer``, except that a checkpoint counts only once every
+    file of it is written.
+
+    SpeechBrain writes a checkpoint's ``CKPT.yaml`` first and its files after it, so a
+    run killed in between would leave a checkpoint that recovery picks (it is the
+    newest) and cannot load. Here a ``COMPLETE`` marker is written last; folders
+    without it are ignored by recovery and removed at the next save, and the previous
+    checkpoint (deleted only after a new one is complete) stays usable.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> checkpointer = CompleteCheckpointer(tempfile.mkdtemp(), {"layer": layer})
+    >>> saved = checkpointer.save_checkpoint()
+    >>> (saved.path / "COMPLETE").exists(), len(checkpointer.list_checkpoints())
+    (True, 1)
+    """
+
+    MARKER = "COMPLETE"
+
+    def save_checkpoint(self, *args, **kwargs):
+        """Saves as SpeechBrain does, then marks the checkpoint complete."""
+        if sb.utils.distributed.if_main_process():
+            self._remove_incomplete()
+        checkpoint = super().save_checkpoint(*args, **kwargs)
+        if checkpoint is not None:  # the main process, after its files are written
+            (checkpoint.path / self.MARKER).touch()
+        return checkpoint
+
+    def _list_checkpoint_dirs(self):
+        return [d for d in super()._list_checkpoint_dirs() if (d / self.MARKER).exists()]
+
+    def _remove_incomplete(self):
+        if not self.checkpoints_dir.exists():
+            return
+        for folder in self.checkpoints_dir.iterdir():
+            if (folder.is_dir() and folder.name.startswith("CKPT")
+                    and not (folder / self.MARKER).exists()):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 @sb.utils.checkpoints.register_checkpoint_hooks

@@ -28,9 +28,12 @@ global batch:
   average over ranks (what DDP computes for a replicated parameter) is the
   single-process gradient.
 
-The other losses are purely local: each rank computes them on its own rows and DDP's
-averaging gives the mean over ranks (equal to the global mean when ranks hold equally
-many rows).
+The other losses (:func:`scl_loss`, :func:`prompt_classification_loss`, and the
+source-zone read-out) are means over rows, and ranks hold different numbers of the rows
+that count (two-source scenes, one-source scenes, labelled sources): each rank returns
+its rows' summed loss times ``W`` over the global number of rows
+(:func:`global_mean_cross_entropy`), so that DDP's averaging gives the gradient of the
+mean over the global batch, and the mean of the ranks' values is its value.
 """
 import math
 
@@ -132,6 +135,42 @@ def _as_scale(logit_scale, like):
     if not torch.is_tensor(logit_scale):
         return torch.tensor(float(logit_scale), dtype=like.dtype, device=like.device)
     return logit_scale
+
+
+def global_mean_cross_entropy(logits, targets):
+    """Cross-entropy averaged over the rows of the global batch (DDP convention above).
+
+    Not distributed: ``F.cross_entropy(logits, targets)``. Under DDP with world size
+    ``W``: ``W * sum(this rank's row losses) / (rows on all ranks)``, which every rank
+    must call (a rank with no rows too: it contributes a zero in the graph).
+
+    Arguments
+    ---------
+    logits : torch.Tensor
+        ``[R, C]`` (``R`` may be 0 under DDP).
+    targets : torch.Tensor
+        ``[R]`` class indices.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+
+    Example
+    -------
+    >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    >>> round(global_mean_cross_entropy(logits, torch.tensor([0, 0])).item(), 4)
+    1.0635
+    """
+    _, world_size = _distributed_world()
+    if world_size == 1:
+        return F.cross_entropy(logits, targets)
+    count = torch.tensor([float(logits.shape[0])], device=logits.device)
+    dist.all_reduce(count)
+    if count.item() == 0:
+        return logits.sum() * 0.0
+    rows = F.cross_entropy(logits, targets, reduction="sum")
+    return rows * world_size / count[0]
 
 
 def _zero_with_graph(*tensors):
@@ -286,7 +325,7 @@ def scl_loss(audio_emb, text_emb, negative_text_emb, negative_mask, logit_scale)
             f"got {tuple(negative_mask.shape)}"
         )
     has_negative = negative_mask.any(dim=1)
-    if not bool(has_negative.any()):
+    if not bool(has_negative.any()) and _distributed_world()[1] == 1:
         return _zero_with_graph(audio_emb, text_emb, negative_text_emb, scale)
 
     a = audio_emb[has_negative]
@@ -298,7 +337,7 @@ def scl_loss(audio_emb, text_emb, negative_text_emb, negative_mask, logit_scale)
                        negative_mask[has_negative]], dim=1)
     logits = logits.masked_fill(~valid, float("-inf"))
     targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, targets)
+    return global_mean_cross_entropy(logits, targets)
 
 
 def embed_negatives(encode, negatives, like):
@@ -385,7 +424,7 @@ def prompt_classification_loss(
             f"targets must be [B] = [{audio_emb.shape[0]}]; got {tuple(targets.shape)}"
         )
     valid = targets != ignore_index
-    if not bool(valid.any()):
+    if not bool(valid.any()) and _distributed_world()[1] == 1:
         return _zero_with_graph(audio_emb, prompt_emb, scale)
     n_classes = prompt_emb.shape[0]
     bad = targets[valid]
@@ -395,7 +434,7 @@ def prompt_classification_loss(
             f"{ignore_index}; got {targets.tolist()}"
         )
     logits = scale * audio_emb[valid] @ prompt_emb.t()
-    return F.cross_entropy(logits, targets[valid])
+    return global_mean_cross_entropy(logits, targets[valid])
 
 
 def check_finite(loss, context=None):

@@ -53,7 +53,7 @@ def manifests(folder):
 
 def assert_manifests_name_whole_files(folder):
     """Every scene a manifest present on disk names is a complete file."""
-    for name, content in manifests(folder).items():
+    for content in manifests(folder).values():
         for entry in json.loads(content).values():
             path = entry["wav"].replace(DATA_ROOT, str(folder))
             info = sf.info(path)
@@ -152,16 +152,23 @@ def test_kill_9_during_training_then_rerun_ends_bitwise_equal(tmp_path):
     data = tmp_path / "data"
     finish(training(tmp_path, "reference", data))
     rng = np.random.default_rng(1)
+    save = tmp_path / "interrupted" / "save"
+    last_complete = []
     for _ in range(TRAIN_KILLS):
         began = time.time()
         process = training(tmp_path, "interrupted", data)
-        assert wait_for_new_checkpoint(tmp_path / "interrupted" / "save", began, process)
+        assert wait_for_new_checkpoint(save, began, process)
         time.sleep(rng.uniform(0.0, 2.0))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
+        complete = [p.parent for p in save.glob("CKPT*/COMPLETE")]
+        last_complete.append(max(complete, key=lambda p: p.stat().st_mtime).name)
     finish(training(tmp_path, "interrupted", data))
     log = (tmp_path / "interrupted" / "log.txt").read_text()
-    assert log.count("Loading a checkpoint from") >= TRAIN_KILLS
+    loaded = [line.rsplit("/", 1)[-1].strip() for line in log.splitlines()
+              if "Loading a checkpoint from" in line]
+    # Each restart resumed from the newest checkpoint complete when it was killed.
+    assert loaded[:TRAIN_KILLS] == last_complete
     reference, interrupted = exported(tmp_path / "reference"), \
         exported(tmp_path / "interrupted")
     for name, weights in reference.items():
@@ -169,3 +176,30 @@ def test_kill_9_during_training_then_rerun_ends_bitwise_equal(tmp_path):
             assert torch.equal(value, interrupted[name][key]), (name, key)
     assert (tmp_path / "reference" / "test_metrics.json").read_text() == \
         (tmp_path / "interrupted" / "test_metrics.json").read_text()
+
+
+def test_a_half_written_checkpoint_is_never_loaded(tmp_path):
+    """A checkpoint killed mid-write (its CKPT.yaml written, a weight file cut short)
+    is skipped by recovery, which loads the previous one, and removed at the next save."""
+    import shutil
+
+    import torch
+
+    from spatial_clap_sb.brain import CompleteCheckpointer
+
+    layer = torch.nn.Linear(4, 4)
+    checkpointer = CompleteCheckpointer(tmp_path / "save", {"layer": layer})
+    good = checkpointer.save_checkpoint(meta={"step": 1})
+    saved_weight = layer.weight.detach().clone()
+    half = tmp_path / "save" / "CKPT+9999-12-31+23-59-59+00"  # the newest by name
+    shutil.copytree(good.path, half)
+    (half / "COMPLETE").unlink()
+    (half / "layer.ckpt").write_bytes((half / "layer.ckpt").read_bytes()[:40])
+    with torch.no_grad():
+        layer.weight.zero_()
+    recovered = checkpointer.recover_if_possible()
+    assert recovered.path == good.path
+    assert torch.equal(layer.weight, saved_weight)
+    checkpointer.save_and_keep_only(meta={"step": 2}, num_to_keep=1)
+    assert not half.exists()
+    assert len(checkpointer.list_checkpoints()) == 1

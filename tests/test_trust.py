@@ -6,11 +6,11 @@ import sys
 
 import pytest
 import torch
+from tiny_model import REPO
 
 from spatial_clap_sb.cli import main
 from spatial_clap_sb.inference import SpatialCLAP
 from spatial_clap_sb.trust import UntrustedModelError, check_weights, refused_tags
-from tiny_model import REPO
 
 RECIPE = os.path.join(REPO, "recipes", "SpatialCLAP")
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spatial_clap_sb.data.captions import permuted_assignments
+from spatial_clap_sb.losses import global_mean_cross_entropy
 
 
 def source_class_key(source):
@@ -153,8 +154,9 @@ class SourceZoneHead(nn.Module):
             Scalar loss (a zero in the graph when there is no target).
         """
         logits = self.logits(embeddings)
-        if len(rows) == 0:
+        if len(rows) == 0 and not torch.distributed.is_initialized():
             return logits.sum() * 0.0
         device = embeddings.device
         picked = logits[rows.to(device), classes.to(device)]
-        return F.cross_entropy(picked, zones.to(device))
+        # Mean over the targets of every rank (they hold different numbers of them).
+        return global_mean_cross_entropy(picked, zones.to(device))
