@@ -48,6 +48,18 @@ def train(hparams_file, tmp_path, name, *extra, data_folder=None):
     return tmp_path / name / "out"
 
 
+def train_expecting_failure(tmp_path, name, *extra, data_folder=None):
+    """Runs finetune.yaml as ``train`` does; the run must fail. Returns the result."""
+    command = [sys.executable, "train.py", "hparams/finetune.yaml",
+               f"--data_folder={data_folder or tmp_path / name / 'data'}",
+               f"--output_folder={tmp_path / name / 'out'}", *COMMON, *extra]
+    result = subprocess.run(command, cwd=RECIPE, capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1",
+                                                  OMP_NUM_THREADS="1"))
+    assert result.returncode != 0
+    return result
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("finetune")
@@ -135,14 +147,9 @@ def test_finetuning_on_a_csv_that_cannot_fill_a_split_stops_before_rendering(run
     clips = generate_library(tmp_path / "few", n_clips_per_class=1,
                              classes=CLASSES[18:24], seed=4)
     path = write_csv(clips, tmp_path / "few.csv")  # six labels: test gets one clip
-    command = [sys.executable, "train.py", "hparams/finetune.yaml",
-               f"--data_folder={tmp_path / 'few_run' / 'data'}",
-               f"--output_folder={tmp_path / 'few_run' / 'out'}", *COMMON,
-               f"--pretrained_model={default / 'model'}", f"--sources_csv={path}"]
-    result = subprocess.run(command, cwd=RECIPE, capture_output=True, text=True,
-                            timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1",
-                                                  OMP_NUM_THREADS="1"))
-    assert result.returncode != 0
+    result = train_expecting_failure(tmp_path, "few_run",
+                                     f"--pretrained_model={default / 'model'}",
+                                     f"--sources_csv={path}")
     assert f"train.py: {path} cannot fill the requested scenes" in result.stderr
     assert "test: 1 clips with 1 distinct label(s)" in result.stderr
     assert "Traceback" not in result.stderr
@@ -192,16 +199,11 @@ def test_finetuning_a_model_of_another_architecture_names_the_keys_to_set(runs):
     data = tmp_path / "finetune" / "data" / "manifests"
     manifests = (f"--manifests={{train: {data / 'train.json'}, valid: {data / 'valid.json'}, "
                  f"test: {data / 'test_2src.json'}}}")
-    command = [sys.executable, "train.py", "hparams/finetune.yaml",
-               f"--data_folder={tmp_path / 'finetune' / 'data'}",
-               f"--output_folder={tmp_path / 'mismatch' / 'out'}", *COMMON,
-               f"--pretrained_model={default / 'model'}", manifests,
-               "--dynamic_mixing=False", "--text_pooling_queries=0"]
-    result = subprocess.run(command, cwd=RECIPE, capture_output=True, text=True,
-                            timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1",
-                                                  OMP_NUM_THREADS="1"))
+    result = train_expecting_failure(
+        tmp_path, "mismatch", f"--pretrained_model={default / 'model'}", manifests,
+        "--dynamic_mixing=False", "--text_pooling_queries=0",
+        data_folder=tmp_path / "finetune" / "data")
     output = result.stdout + result.stderr
-    assert result.returncode != 0
     assert "text_tower.ckpt does not fit" in output
     assert "text_pooling_queries" in output and "hyperparams.yaml" in output
 
@@ -250,16 +252,12 @@ def test_bad_entries_in_a_users_manifests_stop_before_training(runs):
     train_entries["mono_take"] = dict(next(iter(train_entries.values())), wav=str(mono))
     with open(tmp_path / "with_mono.json", "w") as f:
         json.dump(train_entries, f)
-    command = [sys.executable, "train.py", "hparams/finetune.yaml",
-               f"--data_folder={tmp_path / 'finetune' / 'data'}",
-               f"--output_folder={tmp_path / 'bad_manifest' / 'out'}", *COMMON,
-               f"--pretrained_model={default / 'model'}", "--dynamic_mixing=False",
-               f"--manifests={{train: {tmp_path / 'with_mono.json'}, "
-               f"valid: {data / 'valid.json'}, test: {data / 'test_2src.json'}}}"]
-    result = subprocess.run(command, cwd=RECIPE, capture_output=True, text=True,
-                            timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1",
-                                                  OMP_NUM_THREADS="1"))
-    assert result.returncode != 0
+    result = train_expecting_failure(
+        tmp_path, "bad_manifest", f"--pretrained_model={default / 'model'}",
+        "--dynamic_mixing=False",
+        f"--manifests={{train: {tmp_path / 'with_mono.json'}, "
+        f"valid: {data / 'valid.json'}, test: {data / 'test_2src.json'}}}",
+        data_folder=tmp_path / "finetune" / "data")
     assert f"with_mono.json: mono_take: {mono}: 1 channel(s)" in result.stderr
     assert "--on_bad_data=skip" in result.stderr
     assert not list((tmp_path / "bad_manifest" / "out").glob("save/CKPT*"))

@@ -25,6 +25,13 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
+def poison(folder, checkpoint, marker):
+    """Adds to a checkpoint a pickle that would create ``marker`` when loaded."""
+    state = torch.load(folder / checkpoint, weights_only=True)
+    state["payload"] = _Payload(str(marker))
+    torch.save(state, folder / checkpoint)
+
+
 def copy_model(model_dir, tmp_path, name="sent"):
     folder = tmp_path / name
     shutil.copytree(model_dir, folder)
@@ -73,9 +80,7 @@ def test_trust_remote_code_is_an_explicit_opt_in(model_dir, tmp_path):
 def test_a_checkpoint_that_would_run_code_is_refused(model_dir, tmp_path):
     folder = copy_model(model_dir, tmp_path)
     marker = tmp_path / "pwned"
-    state = torch.load(folder / "temperature.ckpt", weights_only=True)
-    state["payload"] = _Payload(str(marker))
-    torch.save(state, folder / "temperature.ckpt")
+    poison(folder, "temperature.ckpt", marker)
     with pytest.raises(UntrustedModelError) as error:
         SpatialCLAP.from_hparams(source=str(folder), savedir=str(tmp_path / "s"))
     assert "temperature.ckpt: refused to load" in str(error.value)
@@ -108,9 +113,7 @@ def test_the_cli_refuses_with_the_tag_and_accepts_the_opt_in(model_dir, tmp_path
 def test_finetuning_refuses_a_checkpoint_that_would_run_code(model_dir, tmp_path):
     folder = copy_model(model_dir, tmp_path)
     marker = tmp_path / "pwned"
-    state = torch.load(folder / "audio_encoder.ckpt", weights_only=True)
-    state["payload"] = _Payload(str(marker))
-    torch.save(state, folder / "audio_encoder.ckpt")
+    poison(folder, "audio_encoder.ckpt", marker)
     command = [sys.executable, "train.py", "hparams/finetune.yaml",
                f"--pretrained_model={folder}", f"--data_folder={tmp_path / 'data'}",
                f"--output_folder={tmp_path / 'out'}"]
@@ -127,9 +130,7 @@ def test_speechbrains_own_loader_refuses_pickled_code_even_when_the_yaml_is_trus
     whose default (weights_only=True) refuses a pickle that would run code."""
     folder = copy_model(model_dir, tmp_path)
     marker = tmp_path / "pwned"
-    state = torch.load(folder / "text_tower.ckpt", weights_only=True)
-    state["payload"] = _Payload(str(marker))
-    torch.save(state, folder / "text_tower.ckpt")
+    poison(folder, "text_tower.ckpt", marker)
     with pytest.raises(Exception, match="[Ww]eights only load failed"):
         SpatialCLAP.from_hparams(source=str(folder), savedir=str(tmp_path / "s"),
                                  trust_remote_code=True)
