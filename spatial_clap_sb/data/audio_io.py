@@ -141,24 +141,13 @@ def read_audio(path, sample_rate, context=""):
         raise AudioReadError(
             _with_context(f"Audio file {path} is empty (it holds no samples)", context)
         )
-    finite = np.isfinite(data)
-    if not finite.all():
-        if not finite.any():
-            raise AudioReadError(
-                _with_context(
-                    f"Audio file {path} holds no finite sample (all NaN or inf)", context
-                )
-            )
-        n_bad = int(data.size - finite.sum())
-        warnings.warn(
+    if not np.isfinite(data).any():
+        raise AudioReadError(
             _with_context(
-                f"Audio file {path}: {n_bad} non-finite samples (NaN/inf) set to zero",
-                context,
-            ),
-            stacklevel=2,
+                f"Audio file {path} holds no finite sample (all NaN or inf)", context
+            )
         )
-        data = np.where(finite, data, np.float32(0.0))
-    data = resample(data, original_sr, sample_rate)
+    data = resample(_finite(data, path, context), original_sr, sample_rate)
     return np.ascontiguousarray(data, dtype=np.float32), int(original_sr)
 
 
