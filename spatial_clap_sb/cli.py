@@ -7,6 +7,7 @@
     spatial-clap search   --model DIR --text "..." --embeddings PREFIX [--top K]
     spatial-clap evaluate --model DIR --manifest test.json [--data_root DIR] [--output DIR]
     spatial-clap manifest --audio DIR --captions captions.csv --output DIR
+    spatial-clap export-onnx --model DIR --output model.onnx [--text] [--skip_check]
 
 ``PATH`` is an audio file or a folder, searched recursively for ``.wav`` and ``.flac``
 files; the files are embedded in sorted order. ``embed`` writes ``PREFIX.npy``
@@ -15,7 +16,10 @@ prints the best-matching files with their cosine similarity; ``evaluate`` writes
 ``metrics.json`` and PNG plots (see :mod:`spatial_clap_sb.evaluate_model`);
 ``manifest`` checks a folder of stereo recordings and their captions and writes the
 train/valid/test manifests that fine-tuning reads (see
-:mod:`spatial_clap_sb.data.recordings`).
+:mod:`spatial_clap_sb.data.recordings`); ``export-onnx`` writes the audio tower as an
+ONNX file (``--text``: the text tower as a second file, ``OUTPUT_text.onnx``), then
+checks it against PyTorch and times it with ONNX Runtime (see
+:mod:`spatial_clap_sb.onnx_export`).
 
 Files must be stereo (channel 0 left); ``--allow_mono`` duplicates a mono file into both
 channels (its direction is then meaningless). An error (missing path, mono or corrupt
@@ -187,6 +191,73 @@ def run_evaluate(args):
     return 0
 
 
+def text_onnx_path(output):
+    """The text tower's file next to the audio tower's: ``model.onnx`` ->
+    ``model_text.onnx``."""
+    stem = output[:-5] if output.lower().endswith(".onnx") else output
+    return stem + "_text.onnx"
+
+
+def run_export_onnx(args):
+    """``spatial-clap export-onnx``."""
+    from spatial_clap_sb import onnx_export as ox
+
+    opset = ox.DEFAULT_OPSET if args.opset is None else args.opset
+    try:
+        ox.check_onnx_tools(opset)
+    except ImportError as error:
+        raise CLIError(str(error)) from None
+    model = load_model(args.model, args.savedir, args.device, args.trust_remote_code)
+    ox.export_onnx(model, args.output, opset=opset)
+    metadata = ox.audio_tower_metadata(model)
+    print(f"Wrote {args.output}: {ox.INPUT_NAME} float32 [batch, time, 2] at "
+          f"{metadata['sample_rate']} Hz (windows of {metadata['chunk_samples']} "
+          f"samples) -> {ox.OUTPUT_NAME} [batch, {metadata['embedding_dim']}]")
+    if not args.skip_check:
+        _report_difference("audio tower", ox.check_onnx_parity(model, args.output))
+        speed = ox.onnx_throughput(args.output, model.sample_rate,
+                                   seconds=ox.THROUGHPUT_CLIP_SECONDS,
+                                   batch_size=args.batch_size)
+        print(f"ONNX Runtime throughput: {speed:.0f} s of audio per second (batches of "
+              f"{args.batch_size} clips of {ox.THROUGHPUT_CLIP_SECONDS:g} s)")
+    if args.text:
+        text_path = text_onnx_path(args.output)
+        ox.export_text_onnx(model, text_path, opset=opset)
+        print(f"Wrote {text_path}: {' and '.join(ox.TEXT_INPUT_NAMES)} int64 [clauses, "
+              f"pieces, tokens] -> {ox.TEXT_OUTPUT_NAME} [clauses, "
+              f"{metadata['embedding_dim']}]")
+        if not args.skip_check:
+            _report_difference("text tower", ox.check_text_onnx_parity(
+                model, text_path, list(ox.TEXT_CHECK_CAPTIONS)))
+    return 0
+
+
+def _report_difference(tower, difference):
+    """Prints the ONNX Runtime vs PyTorch difference; fails above the tolerance."""
+    from spatial_clap_sb.onnx_export import PARITY_TOLERANCE
+
+    print(f"{tower}: ONNX Runtime vs PyTorch, max abs difference {difference:.2e}")
+    if not difference <= PARITY_TOLERANCE:
+        raise CLIError(f"the ONNX {tower} differs from PyTorch by {difference:.2e} "
+                       f"(more than {PARITY_TOLERANCE:g}); the file was written but does "
+                       "not reproduce the model")
+
+
+def _export_onnx_arguments(parser):
+    _model_arguments(parser)
+    parser.add_argument("--output", required=True,
+                        help="the audio tower's .onnx file")
+    parser.add_argument("--text", action="store_true",
+                        help="also write the text tower (transformer, pooling, "
+                             "projection of pre-tokenised clauses) to OUTPUT_text.onnx")
+    parser.add_argument("--opset", type=int, default=None,
+                        help="ONNX opset, 18 or later (default 18)")
+    parser.add_argument("--skip_check", action="store_true",
+                        help="do not compare with PyTorch nor time ONNX Runtime "
+                             "(--batch_size clips of 10 s per timed run)")
+    parser.set_defaults(func=run_export_onnx)
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -238,8 +309,8 @@ def _model_arguments(parser):
                         help="load a model folder whose hyperparams.yaml or weights run "
                              "code of their own (refused by default; only for folders "
                              "from people you trust)")
-    parser.add_argument("--batch_size", type=int, default=8,
-                        help="files (or scenes) embedded per step (default 8)")
+    parser.add_argument("--batch_size", type=int, default=16,
+                        help="files (or scenes) embedded per step (default 16)")
 
 
 def _audio_arguments(parser, required=True):
@@ -295,6 +366,11 @@ def build_parser(prog=None):
                                    help="check stereo recordings and their captions; "
                                         "write train/valid/test manifests")
     _manifest_arguments(manifest)
+
+    export_onnx = commands.add_parser("export-onnx",
+                                      help="write the audio tower (and with --text the "
+                                           "text tower) as ONNX for deployment")
+    _export_onnx_arguments(export_onnx)
     return parser
 
 

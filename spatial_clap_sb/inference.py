@@ -38,6 +38,7 @@ a recording of hours embeds in the memory of a couple of minutes of audio.
 import os
 import warnings
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -59,6 +60,13 @@ DEFAULT_CHUNK_SECONDS = 2.0
 STREAMED_WINDOWS = 64
 MONO_WARNING = ("Mono audio duplicated into both channels: the two channels are "
                 "identical, so any direction read from it is meaningless.")
+
+
+def _spare_cores():
+    """True when this process may use more cores than torch's intra-op threads."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    return cores > torch.get_num_threads()
 
 
 def window_starts(n_samples, window):
@@ -311,7 +319,7 @@ class SpatialCLAP(Pretrained):
         """
         return torch.from_numpy(load_stereo(path, self.sample_rate, allow_mono=allow_mono))
 
-    def encode_signals(self, signals, batch_size=8, allow_mono=False):
+    def encode_signals(self, signals, batch_size=16, allow_mono=False):
         """Embeds recordings of any lengths with the window policy of the module docs.
 
         Arguments
@@ -373,7 +381,7 @@ class SpatialCLAP(Pretrained):
                        F.normalize(torch.stack(mine).mean(dim=0), dim=-1))
         return torch.stack(out)
 
-    def encode_files(self, paths, batch_size=8, allow_mono=False, progress=False):
+    def encode_files(self, paths, batch_size=16, allow_mono=False, progress=False):
         """Embeds audio files of any sample rate and length.
 
         Files are read with :func:`~spatial_clap_sb.data.audio_io.load_stereo`
@@ -416,6 +424,7 @@ class SpatialCLAP(Pretrained):
         paths = [os.fspath(p) for p in paths]
         if not paths:
             raise ValueError("encode_files needs at least one path.")
+        groups = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
         bar = None
         if progress:
             from tqdm import tqdm
@@ -423,26 +432,56 @@ class SpatialCLAP(Pretrained):
             bar = tqdm(total=len(paths), desc="Embedding", unit="file")
         out = []
         try:
-            for start in range(0, len(paths), batch_size):
-                group = paths[start:start + batch_size]
-                lengths = [stereo_length(p, self.sample_rate, allow_mono) for p in group]
-                short = [p for p, n in zip(group, lengths)
-                         if n <= STREAMED_WINDOWS * self.chunk_samples]
-                signals = [torch.from_numpy(load_stereo(p, self.sample_rate,
-                                                        allow_mono=allow_mono))
-                           for p in short]
-                embedded = dict(zip(short, self.encode_signals(signals, batch_size)
-                                    if signals else []))
-                for p, n in zip(group, lengths):
-                    if p not in embedded:
-                        embedded[p] = self._encode_streamed(p, n, batch_size, allow_mono)
-                out.append(torch.stack([embedded[p] for p in group]))
+            for group, lengths, signals in self._groups_read(groups, allow_mono):
+                out.append(self._encode_group(group, lengths, signals, batch_size,
+                                              allow_mono))
                 if bar is not None:
                     bar.update(len(group))
         finally:
             if bar is not None:
                 bar.close()
         return torch.cat(out)
+
+    def _groups_read(self, groups, allow_mono):
+        """Yields each group of files with what :meth:`_read_group` read of it.
+
+        Where the machine has cores that torch's threads leave idle, the next group is
+        read and resampled in a thread while the model embeds this one. Where torch
+        already uses every core, a reader thread only competes with it (measured on 2
+        cores: slower than reading in turn), so the groups are read in turn.
+        """
+        if not _spare_cores():
+            for group in groups:
+                yield (group, *self._read_group(group, allow_mono))
+            return
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            pending = reader.submit(self._read_group, groups[0], allow_mono)
+            for index, group in enumerate(groups):
+                lengths, signals = pending.result()
+                if index + 1 < len(groups):
+                    pending = reader.submit(self._read_group, groups[index + 1],
+                                            allow_mono)
+                yield group, lengths, signals
+
+    def _read_group(self, group, allow_mono):
+        """Lengths of a group of files, and the signals of those short enough to read
+        whole (longer ones are streamed by :meth:`_encode_streamed`)."""
+        lengths = [stereo_length(p, self.sample_rate, allow_mono) for p in group]
+        signals = {p: torch.from_numpy(load_stereo(p, self.sample_rate,
+                                                   allow_mono=allow_mono))
+                   for p, n in zip(group, lengths)
+                   if n <= STREAMED_WINDOWS * self.chunk_samples}
+        return lengths, signals
+
+    def _encode_group(self, group, lengths, signals, batch_size, allow_mono):
+        """Embeddings ``[len(group), dim]`` of a group of files read by :meth:`_read_group`."""
+        short = list(signals)
+        embedded = dict(zip(short, self.encode_signals([signals[p] for p in short],
+                                                       batch_size) if short else []))
+        for p, n in zip(group, lengths):
+            if p not in embedded:
+                embedded[p] = self._encode_streamed(p, n, batch_size, allow_mono)
+        return torch.stack([embedded[p] for p in group])
 
     def _encode_streamed(self, path, n_samples, batch_size, allow_mono):
         """A long file's embedding, read ``STREAMED_WINDOWS`` windows at a time: the

@@ -14,8 +14,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from spatial_clap_sb.losses import clap_loss, prompt_classification_loss, scl_loss
+from spatial_clap_sb.data.captions import ZoneVocabulary
 from spatial_clap_sb.models.source_zone import SourceZoneHead
+from spatial_clap_sb.objective import TERMS, SpatialCLAPObjective
 
 WORLD = 2
 B, D, P, Z = 8, 16, 2, 5
@@ -40,32 +41,29 @@ def global_batch():
     for leaf in leaves.values():
         leaf.requires_grad_(True)
     torch.manual_seed(0)
-    head = SourceZoneHead(["dog", "bell", "rain"], [f"z{i}" for i in range(Z)], D)
+    head = SourceZoneHead(["dog", "bell", "rain"], ZoneVocabulary.default().names, D)
     return leaves, head
 
 
 def objective(leaves, head, rows):
-    """The recipe's loss terms, with its default weights, on the rows ``rows``."""
+    """The recipe's objective (its terms and default weights) on the rows ``rows``."""
+    recipe = SpatialCLAPObjective(ZoneVocabulary.default(), scl_weight=1.0,
+                                  text_consistency_weight=3.0, direction_weight=1.0,
+                                  source_zone_weight=3.0, source_zone_on_text=True)
+    recipe.source_zone_head = head
     rows = torch.as_tensor(rows)
-    audio, text = leaves["audio"][rows], leaves["text"][rows]
-    negatives, anchors = leaves["negatives"][rows], leaves["anchors"][rows]
-    scale = leaves["log_scale"].exp()
     has_negatives = torch.tensor([int(r) in WITH_NEGATIVES for r in rows])
-    mask = has_negatives[:, None].expand(-1, P)
-    usable = torch.tensor([int(r) in USABLE_PARAPHRASE for r in rows])
-    zones = torch.tensor([ZONE_OF_ROW[int(r)] for r in rows])
-    local = {int(r): i for i, r in enumerate(rows)}
-    targets = [(local[r], c, z) for r, c, z in LABELLED if r in local]
-    target_rows, classes, target_zones = (torch.tensor([t[k] for t in targets],
-                                                       dtype=torch.long)
-                                          for k in range(3))
-    stacked_rows = torch.cat([target_rows, target_rows + len(rows)])
-    return (clap_loss(audio, text, scale)
-            + 1.0 * scl_loss(audio, text, negatives, mask, scale)
-            + 3.0 * scl_loss(anchors, text, negatives, mask & usable[:, None], scale)
-            + 1.0 * prompt_classification_loss(audio, leaves["prompts"], zones, scale)
-            + 3.0 * head(torch.cat([audio, text]), stacked_rows, classes.repeat(2),
-                         target_zones.repeat(2)))
+    sources = [[{"label": head.labels[c], "zone": head.zone_names[z]}
+                for r, c, z in LABELLED if r == int(row)] for row in rows]
+    terms = recipe.terms(
+        leaves["audio"][rows], leaves["text"][rows], leaves["log_scale"].exp(),
+        negatives=leaves["negatives"][rows], mask=has_negatives[:, None].expand(-1, P),
+        paraphrases=leaves["anchors"][rows],
+        usable=torch.tensor([int(r) in USABLE_PARAPHRASE for r in rows]),
+        prompts=leaves["prompts"],
+        zone_index=torch.tensor([ZONE_OF_ROW[int(r)] for r in rows]), sources=sources)
+    assert sorted(terms) == sorted(TERMS)  # every term takes part
+    return recipe.total(terms)
 
 
 def gradients(leaves, head):

@@ -5,7 +5,6 @@ The model is the real architecture of ``hparams/spatial_clap_model.yaml`` at sma
 ``spatial_clap_sb.export.export_model`` does (``hyperparams.yaml`` + one ``.ckpt`` per
 module) and loaded with ``SpatialCLAP.from_hparams``.
 """
-import io
 import os
 import subprocess
 import sys
@@ -17,7 +16,6 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from spatial_clap_sb.data.audio_io import AudioReadError, ChannelCountError, load_stereo
 from spatial_clap_sb.data.captions import direction_prompts
@@ -25,16 +23,10 @@ from spatial_clap_sb.inference import SpatialCLAP, window_starts
 
 from tiny_model import (
     EMB_DIM,
-    MODEL_YAML,
     REPO,
     SR,
-    TINY_OVERRIDES,
-    _noise,
     export_tiny_model,
-    make_audio_files,
-    session_setup,
     stereo,
-    tiny_hparams_text,
 )
 
 
@@ -249,6 +241,24 @@ def test_bad_files_raise_errors_naming_the_file(model, files, key, error, messag
     with pytest.raises(error, match=message) as info:
         model.encode_files([files["left"], files[key]])
     assert files[key] in str(info.value)
+
+
+def test_files_read_ahead_in_a_thread_give_the_same_embeddings(model, files,
+                                                               monkeypatch):
+    """With spare cores the next group is read in a thread: same embeddings, same order,
+    and a bad file in a later group still raises its own error."""
+    import spatial_clap_sb.inference as inference
+
+    keys = ["long", "short", "left", "hi_rate", "right"]
+    monkeypatch.setattr(inference, "_spare_cores", lambda: False)
+    in_turn = model.encode_files([files[k] for k in keys], batch_size=2)
+    monkeypatch.setattr(inference, "_spare_cores", lambda: True)
+    read_ahead = model.encode_files([files[k] for k in keys], batch_size=2)
+    assert torch.equal(in_turn, read_ahead)
+    with pytest.raises(AudioReadError, match="not a readable audio file") as info:
+        model.encode_files([files["left"], files["right"], files["corrupt"]],
+                           batch_size=2)
+    assert files["corrupt"] in str(info.value)
 
 
 def test_mono_file_with_allow_mono(model, files):

@@ -337,10 +337,10 @@ def test_scl_loss_with_padded_negatives_gives_finite_scale_gradient():
 
 
 def test_text_consistency_separates_a_caption_from_its_permuted_twin():
-    """The text side of SCL (what SpatialCLAPBrain adds with text_consistency_weight):
+    """The text side of SCL (the objective's text_consistency term):
     trained on it alone, the text tower pulls a scene's phrasings together and pushes
     its permuted-assignment captions away, for scenes it has not been trained on."""
-    from spatial_clap_sb.brain import pick_paraphrases
+    from spatial_clap_sb.objective import pick_paraphrases
     from spatial_clap_sb.data.captions import N_PHRASINGS, compose_caption, permuted_captions
     from spatial_clap_sb.models.fusion import ProjectionHead
     from spatial_clap_sb.models.spatial_clap import TextTower

@@ -97,15 +97,33 @@ def test_exported_model_loads_and_embeds_like_training(trained):
 
 
 def test_source_zone_head_is_trained_and_checkpointed_but_not_exported(trained):
-    """The default's SELD-style head covers the labels of the training clips."""
+    """The objective's SELD-style read-out covers the labels of the training clips; it
+    is checkpointed with the objective and not exported."""
     tmp_path, _ = trained
-    checkpoints = list((tmp_path / "out" / "save").glob("CKPT*/source_zone_head.ckpt"))
+    checkpoints = list((tmp_path / "out" / "save").glob("CKPT*/objective.ckpt"))
     assert checkpoints
-    weights = torch.load(checkpoints[0])["readout.weight"]
+    weights = torch.load(checkpoints[0])["source_zone_head.readout.weight"]
     with open(tmp_path / "data" / "manifests" / "train.json") as f:
         labels = {s["label"] for e in json.load(f).values() for s in e["sources"]}
     assert weights.shape == (len(labels) * 5, 512)  # classes x five zones
-    assert not (tmp_path / "out" / "model" / "source_zone_head.ckpt").exists()
+    exported = os.listdir(tmp_path / "out" / "model")
+    assert not [name for name in exported if "objective" in name or "source_zone" in name]
+
+
+def test_every_objective_term_is_logged_in_training_and_validation(trained):
+    """The train log names each term of the objective, for training and validation, and
+    the terms times their weights add up to the logged loss."""
+    tmp_path, _ = trained
+    with open(tmp_path / "out" / "train_log.txt") as f:
+        first_epoch = f.readline()
+    for stage in ("train", "valid"):
+        values = {name: float(re.search(rf"{stage} {name}: ([0-9.e+-]+)",
+                                         first_epoch).group(1))
+                  for name in ("loss", "clap", "scl", "text_consistency", "direction",
+                               "source_zone")}
+        weighted = (values["clap"] + values["scl"] + 3 * values["text_consistency"]
+                    + values["direction"] + 3 * values["source_zone"])
+        assert weighted == pytest.approx(values["loss"], rel=0.02)  # logs round to 3 digits
 
 
 def test_checkpoint_resumes(trained):

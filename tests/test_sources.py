@@ -2,11 +2,12 @@
 
 import os
 import warnings
+from math import gcd
 
 import numpy as np
 import pytest
 import soundfile as sf
-from scipy.signal import welch
+from scipy.signal import resample_poly, welch
 
 from spatial_clap_sb.data.audio_io import (
     AudioReadError,
@@ -14,6 +15,7 @@ from spatial_clap_sb.data.audio_io import (
     load_mono,
     load_stereo,
     read_audio,
+    resample,
     write_audio,
 )
 from spatial_clap_sb.data.sources import (
@@ -388,3 +390,20 @@ def test_load_clip_requires_caption(tmp_path):
     with pytest.raises(ValueError, match="no usable caption"):
         load_clip(SourceClip("a", path, ()), SR)
     assert load_clip(SourceClip("a", path, ("x y",)), SR).ndim == 1
+
+
+@pytest.mark.parametrize("orig_sr, target_sr", [(44100, 16000), (48000, 16000),
+                                                (22050, 16000), (8000, 16000),
+                                                (16000, 44100), (96000, 16000)])
+@pytest.mark.parametrize("n_samples", [1, 7, 4411, 20003])
+def test_resample_matches_scipy_resample_poly(orig_sr, target_sr, n_samples):
+    """The cached polyphase kernel applies SciPy's filter: same length, same samples up
+    to float rounding, mono and stereo."""
+    g = gcd(orig_sr, target_sr)
+    rng = np.random.default_rng(n_samples)
+    for shape in ((n_samples,), (n_samples, 2)):
+        data = rng.uniform(-1, 1, shape).astype(np.float32)
+        expected = resample_poly(data, target_sr // g, orig_sr // g, axis=0)
+        result = resample(data, orig_sr, target_sr)
+        assert result.shape == expected.shape and result.dtype == np.float32
+        assert np.abs(result - expected).max() < 1e-5

@@ -2,7 +2,6 @@
 tests (the fixtures that use them are in conftest.py)."""
 import io
 import os
-import textwrap
 
 import numpy as np
 import soundfile as sf

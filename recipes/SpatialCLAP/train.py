@@ -31,7 +31,6 @@ from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.parameter_transfer import Pretrainer
 
 from spatial_clap_sb.brain import SpatialCLAPBrain
-from spatial_clap_sb.data.captions import ZoneVocabulary
 from spatial_clap_sb.data.checks import (
     DataCheckError,
     check_split_capacity,
@@ -47,7 +46,7 @@ from spatial_clap_sb.data.prepare import (
 from spatial_clap_sb.evaluation import scene_metrics
 from spatial_clap_sb.export import check_checkpoint_fits, export_model
 from spatial_clap_sb.metrics import direction_probe_accuracy
-from spatial_clap_sb.models.source_zone import SourceZoneHead, source_class_key
+from spatial_clap_sb.models.source_zone import source_class_key
 from spatial_clap_sb.trust import UntrustedModelError, check_weights
 
 PREPARE_KEYS = ("source_csv", "source_format", "audio_dir", "n_clips_per_class",
@@ -108,23 +107,17 @@ def dataio_prepare(hparams, manifests):
 
 
 def training_modules(hparams, labels):
-    """The model's modules, plus the source-zone head when its loss is on.
+    """The model's modules plus the objective, given its source-zone read-out when
+    that term is on.
 
-    The head's classes are those of the training sources, known only once the data
-    is prepared, so it is built here rather than in the YAML; it is checkpointed with
+    The read-out's classes are those of the training sources, known only once the data
+    is prepared, so it is added here rather than in the YAML; it is checkpointed with
     the run (an interrupted run resumes it) but not exported.
     """
-    modules = dict(hparams["modules"])
-    if hparams.get("source_zone_weight", 0) > 0:
-        if not labels:
-            raise ValueError("source_zone_weight > 0 needs training sources with a "
-                             "label, clip_id or caption; set --source_zone_weight=0.")
-        modules["source_zone_head"] = SourceZoneHead(
-            labels, ZoneVocabulary.from_config(hparams["zones"]).names,
-            hparams["model"]["embedding_dim"])
-        hparams["checkpointer"].add_recoverable("source_zone_head",
-                                                modules["source_zone_head"])
-    return modules
+    objective = hparams["objective"]
+    if objective.add_source_zone_head(labels, hparams["model"]["embedding_dim"]):
+        hparams["checkpointer"].add_recoverable("objective", objective)
+    return {**hparams["modules"], "objective": objective}
 
 
 def load_pretrained(hparams):

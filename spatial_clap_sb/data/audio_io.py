@@ -9,6 +9,7 @@ Arrays are ``float32`` with time first: ``[time]`` for mono, ``[time, channels]`
 otherwise (the layout soundfile uses and SpeechBrain's ``PaddedBatch`` expects).
 """
 
+import functools
 import math
 import os
 import uuid
@@ -16,7 +17,9 @@ import warnings
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+import torch
+import torch.nn.functional as F
+from scipy.signal import firwin
 
 __all__ = [
     "AudioReadError",
@@ -54,7 +57,11 @@ def _check_sample_rate(sample_rate):
 def resample(data, orig_sr, target_sr):
     """Resamples audio along its first (time) axis with a polyphase filter.
 
-    Deterministic (no randomness, no threading-dependent reductions). The output has
+    The filter is SciPy's ``resample_poly`` design (a Kaiser-windowed sinc, 10 zero
+    crossings each side at the higher rate), built once per rate pair and applied as
+    a strided convolution with torch, one row per output phase (:func:`_polyphase`):
+    the output equals ``scipy.signal.resample_poly`` up to float rounding (about
+    1e-7) at a few times its speed. Deterministic (no randomness). The output has
     ``ceil(len * target_sr / orig_sr)`` samples.
 
     Arguments
@@ -75,15 +82,66 @@ def resample(data, orig_sr, target_sr):
     -------
     >>> resample(np.zeros(8000, dtype=np.float32), 8000, 16000).shape
     (16000,)
+    >>> from scipy.signal import resample_poly
+    >>> x = np.random.default_rng(0).standard_normal((4410, 2)).astype(np.float32)
+    >>> bool(np.allclose(resample(x, 44100, 16000),
+    ...                  resample_poly(x, 160, 441, axis=0), atol=1e-5))
+    True
     """
     orig_sr = _check_sample_rate(orig_sr)
     target_sr = _check_sample_rate(target_sr)
-    data = np.asarray(data, dtype=np.float32)
+    data = np.ascontiguousarray(data, dtype=np.float32)  # no copy when it already is
     if orig_sr == target_sr:
         return data
     g = math.gcd(orig_sr, target_sr)
-    out = resample_poly(data, target_sr // g, orig_sr // g, axis=0)
-    return np.ascontiguousarray(out, dtype=np.float32)
+    up, down = target_sr // g, orig_sr // g
+    n_in = data.shape[0]
+    n_out = -(-n_in * up // down)
+    if n_in == 0:
+        return np.zeros((0,) + data.shape[1:], dtype=np.float32)
+    kernel, first_input, first_output = _polyphase(up, down)
+    channels = torch.from_numpy(data.reshape(n_in, -1)).T  # a view: F.pad copies
+    # Output n = block * up + phase reads inputs from block * down + first_input on.
+    n_blocks = (first_output + n_out - 1) // up + 1
+    width = kernel.shape[-1]
+    padded = F.pad(channels[:, None], (-first_input, max(
+        0, (n_blocks - 1) * down + width - (n_in - first_input))))
+    with torch.inference_mode():
+        out = F.conv1d(padded, kernel, stride=down)[..., :n_blocks]  # [C, up, blocks]
+    out = out.permute(2, 1, 0).reshape(-1, len(channels))  # [time, channels], one copy
+    out = out[first_output:first_output + n_out].numpy()
+    return np.ascontiguousarray(out.reshape((n_out,) + data.shape[1:]))
+
+
+@functools.lru_cache(maxsize=16)
+def _polyphase(up, down):
+    """``resample_poly``'s filter for ``up / down``, split into ``up`` phase rows.
+
+    Returns
+    -------
+    kernel : torch.Tensor
+        ``[up, 1, width]``: row ``p`` holds the taps that output phase ``p`` applies to
+        ``width`` consecutive input samples.
+    first_input : int
+        Input index (<= 0) of the first tap of output block 0.
+    first_output : int
+        Outputs of the filter's full convolution that precede the first kept one
+        (its group delay, as ``resample_poly`` removes it).
+    """
+    half_len = 10 * max(up, down)
+    taps = firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", 5.0))
+    taps = taps.astype(np.float32) * np.float32(up)
+    pre_pad = down - half_len % down
+    taps = np.concatenate([np.zeros(pre_pad, np.float32), taps])
+    first_output = (half_len + pre_pad) // down
+    # Full output n reads input j through tap n * down - j * up (when in range).
+    first_input = -((len(taps) - 1) // up)
+    last_input = (up - 1) * down // up
+    offsets = np.arange(first_input, last_input + 1)
+    index = np.arange(up)[:, None] * down - offsets[None, :] * up
+    valid = (index >= 0) & (index < len(taps))
+    kernel = np.where(valid, taps[np.clip(index, 0, len(taps) - 1)], np.float32(0))
+    return torch.from_numpy(kernel[:, None, :].copy()), int(first_input), int(first_output)
 
 
 def read_audio(path, sample_rate, context=""):

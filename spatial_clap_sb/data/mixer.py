@@ -28,7 +28,7 @@ Example
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import oaconvolve
+import scipy.fft
 
 from spatial_clap_sb.data.captions import N_PHRASINGS, scene_captions
 
@@ -86,6 +86,10 @@ class SceneMixer:
         self.zones = zones
         self.load = load
         self.config = config or MixerConfig(sample_rate=bank.sample_rate)
+        # Convolution by FFT: long enough that the first n_samples of the product are
+        # the linear convolution's (nothing wraps around into them).
+        self._n_fft = scipy.fft.next_fast_len(
+            self.config.n_samples + bank.rirs.shape[-1] - 1, real=True)
         if list(bank.zone_names) != zones.names:
             raise ValueError(
                 f"The RIR bank covers zones {bank.zone_names} but the vocabulary is "
@@ -177,17 +181,23 @@ class SceneMixer:
         """
         n_samples = self.config.n_samples
         rng = np.random.default_rng(scene["seed_draw"])
-        mixture = np.zeros((2, n_samples), dtype=np.float64)
+        spectrum = np.zeros((2, self._n_fft // 2 + 1), dtype=np.complex64)
         for source in scene["sources"]:
             dry = self._place(np.asarray(self.load(source["clip_id"]), np.float64), rng)
             dry *= self.config.source_rms * 10 ** (source["level"] / 20) / _rms(dry)
-            zone_id = self.zones.index(source["zone"])
-            rir = self.bank.rirs[scene["room"], zone_id, source["position"]]
-            mixture += oaconvolve(dry[None, :], rir, axes=1)[:, :n_samples]
+            rir = self._rir_spectrum(scene["room"], self.zones.index(source["zone"]),
+                                     source["position"])
+            spectrum += scipy.fft.rfft(dry.astype(np.float32), self._n_fft) * rir
+        mixture = scipy.fft.irfft(spectrum, self._n_fft, axis=1)[:, :n_samples]
         peak = np.abs(mixture).max()
         if peak > self.config.peak_limit:
             mixture *= self.config.peak_limit / peak
-        return mixture.T.astype(np.float32)
+        return np.ascontiguousarray(mixture.T, dtype=np.float32)
+
+    def _rir_spectrum(self, room, zone_id, position):
+        """The spectrum ``[2, n_fft // 2 + 1]`` of one stereo RIR of the bank."""
+        rir = np.asarray(self.bank.rirs[room, zone_id, position], np.float32)
+        return scipy.fft.rfft(rir, self._n_fft, axis=1)
 
     def _place(self, clip, rng):
         """Crops a long clip or pads a short one to the scene length at a random offset."""

@@ -55,6 +55,14 @@ class ConvStack(nn.Sequential):
             previous = out
         super().__init__(*blocks)
 
+    def forward(self, x):
+        """``[batch, channels, time, freq]`` -> ``[batch, channels[-1], time', freq']``.
+
+        The blocks run channels-last (oneDNN's faster layout for these convolutions,
+        batch norms and poolings on CPU); the result is returned contiguous.
+        """
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
 
 def frame_mask(lengths, n_frames):
     """Boolean ``[batch, n_frames]`` mask of valid frames from relative lengths.

@@ -88,7 +88,8 @@ class StereoFeatures(nn.Module):
         right_re, right_im = spec[..., 0, 1], spec[..., 1, 1]
         # Power per channel. (spectral_magnitude sums over the LAST axis, which for
         # multichannel STFT output is the channel axis, not real/imaginary.)
-        power = spec.pow(2).sum(dim=3)  # [B, frames, freq, 2 (channel)]
+        power = torch.stack([left_re ** 2 + left_im ** 2, right_re ** 2 + right_im ** 2],
+                            dim=-1)  # [B, frames, freq, 2 (channel)]
         log_mel = self.log_mel(power)  # [B, frames, mels, 2]
         cross_re = left_re * right_re + left_im * right_im  # L * conj(R)
         cross_im = left_im * right_re - left_re * right_im

@@ -13,7 +13,6 @@ Training-only: the head is checkpointed with the run but not exported.
 """
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from spatial_clap_sb.data.captions import permuted_assignments

@@ -1,0 +1,238 @@
+"""The Spatial-CLAP training objective: one module, named terms, weights from the YAML.
+
+:class:`SpatialCLAPObjective` returns each term of the loss by name; the Brain adds them
+up with their weights and logs every one, in training and in validation::
+
+    clap              InfoNCE between scenes and their captions, negatives from all ranks
+    scl               SCL: a scene's caption against its permuted-assignment captions
+    text_consistency  the text side of SCL: another caption of the scene must score its
+                      caption above the permuted ones
+    direction         one-source scenes against direction-only prompts of every zone
+    source_zone       SELD-style: a linear per-class read-out of the embeddings names the
+                      zone of each labelled source
+
+``clap`` is always on; any other term is on when its weight is above 0. The weights are
+constructor arguments, so the recipe builds the objective in its YAML
+(``objective: !new:spatial_clap_sb.objective.SpatialCLAPObjective``) and a misspelled
+weight is an error, not a term silently off.
+
+Why the text-consistency term: as long as neither tower tells a scene from its permuted
+twin, the SCL gradient on each tower is scaled by the other's (near-zero) difference.
+Asking another caption of the same scene to prefer its caption over the permuted ones
+separates the text side first, from the captions alone; the audio side then has a
+target to move towards. The direction term names directions on their own ("a sound on
+the left", "a noise far to the right": a prompt form and a wording per zone drawn each
+step), the training signal zero-shot direction classification needs.
+"""
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+from spatial_clap_sb.data.captions import ZoneVocabulary, random_direction_prompts
+from spatial_clap_sb.losses import (
+    clap_loss,
+    embed_negatives,
+    prompt_classification_loss,
+    scl_loss,
+)
+from spatial_clap_sb.models.source_zone import SourceZoneHead
+
+TERMS = ("clap", "scl", "text_consistency", "direction", "source_zone")
+
+
+def pick_paraphrases(captions, phrasings, rng=random):
+    """Another phrasing of each scene's caption, for the text-consistency term.
+
+    Arguments
+    ---------
+    captions : list of str
+        The caption used for each scene in this batch.
+    phrasings : list of list of str
+        Every phrasing of each scene (``captions`` of the data pipelines).
+    rng : random.Random
+        Source of the choice among several other phrasings.
+
+    Returns
+    -------
+    paraphrases : list of str
+        A different phrasing per scene, or the caption itself where there is none.
+    usable : list of bool
+        False where a scene has no other phrasing (its row must be skipped).
+
+    Example
+    -------
+    >>> pick_paraphrases(["a on the left", "b"], [["a on the left", "on the left, a"], ["b"]])
+    (['on the left, a', 'b'], [True, False])
+    """
+    paraphrases, usable = [], []
+    for caption, options in zip(captions, phrasings):
+        others = [c for c in options if c != caption]
+        usable.append(bool(others))
+        paraphrases.append(rng.choice(others) if others else caption)
+    return paraphrases, usable
+
+
+class SpatialCLAPObjective(nn.Module):
+    """The training loss of Spatial-CLAP as named, weighted terms (module docstring).
+
+    Arguments
+    ---------
+    zones : ZoneVocabulary or list of dict
+        The zone vocabulary (direction prompts and the source-zone read-out).
+    scl_weight, text_consistency_weight, direction_weight, source_zone_weight : float
+        Weights of the terms (0 = off); ``clap`` has weight 1.
+    source_zone_on_text : bool
+        The source-zone read-out also reads the caption embeddings (one shared head:
+        both towers write the same class-by-zone code into the joint space).
+
+    Example
+    -------
+    >>> objective = SpatialCLAPObjective(ZoneVocabulary.default(), scl_weight=1.0)
+    >>> audio = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    >>> negatives, mask = torch.zeros(3, 1, 8), torch.zeros(3, 1, dtype=torch.bool)
+    >>> terms = objective.terms(audio, audio, torch.tensor(10.0),
+    ...                         negatives=negatives, mask=mask)
+    >>> sorted(terms), objective.total(terms).shape
+    (['clap', 'scl'], torch.Size([]))
+    """
+
+    def __init__(self, zones, scl_weight=1.0, text_consistency_weight=0.0,
+                 direction_weight=0.0, source_zone_weight=0.0, source_zone_on_text=True):
+        super().__init__()
+        self.zones = ZoneVocabulary.from_config(zones)
+        self.weights = {"clap": 1.0, "scl": float(scl_weight),
+                        "text_consistency": float(text_consistency_weight),
+                        "direction": float(direction_weight),
+                        "source_zone": float(source_zone_weight)}
+        negative = [name for name, weight in self.weights.items() if weight < 0]
+        if negative:
+            raise ValueError(f"Objective weights must be >= 0 (0 = off): {negative}.")
+        self.source_zone_on_text = bool(source_zone_on_text)
+        self.source_zone_head = None
+
+    def is_on(self, term):
+        """Whether ``term`` counts in the loss."""
+        return self.weights[term] > 0
+
+    def add_source_zone_head(self, labels, embedding_dim):
+        """Builds the source-zone read-out over the training classes.
+
+        The classes are known only once the data is prepared, so the head is added
+        then (by the recipe), not in the YAML. Nothing happens when the term is off.
+
+        Arguments
+        ---------
+        labels : iterable of str
+            The class keys of the training sources
+            (:func:`~spatial_clap_sb.models.source_zone.source_class_key`).
+        embedding_dim : int
+            Size of the joint space.
+
+        Returns
+        -------
+        SourceZoneHead or None
+        """
+        if not self.is_on("source_zone"):
+            return None
+        labels = set(labels)
+        if not labels:
+            raise ValueError("source_zone_weight > 0 needs training sources with a label, "
+                             "clip_id or caption; set --source_zone_weight=0.")
+        self.source_zone_head = SourceZoneHead(labels, self.zones.names, embedding_dim)
+        return self.source_zone_head
+
+    def forward(self, audio, text, batch, text_tower, logit_scale, rng=random):
+        """The terms of one batch (unweighted; :meth:`total` weighs and adds them).
+
+        Arguments
+        ---------
+        audio, text : torch.Tensor
+            ``[B, D]`` unit-norm embeddings of the scenes and of their captions.
+        batch : speechbrain.dataio.batch.PaddedBatch
+            With ``caption``, ``captions``, ``permuted``, ``zone_index`` and ``sources``.
+        text_tower : callable
+            ``list of str -> [N, D]``: embeds negatives, paraphrases and prompts.
+        logit_scale : torch.Tensor
+            CLAP's logit scale.
+        rng : random.Random
+            Draws the paraphrases and the direction prompts (the global ``random`` in
+            training, so a checkpointed run draws the same again).
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            A scalar per term that is on.
+        """
+        needs_negatives = self.is_on("scl") or self.is_on("text_consistency")
+        negatives, mask = embed_negatives(text_tower, batch.permuted, audio) \
+            if needs_negatives else (None, None)
+        paraphrases = usable = None
+        if self.is_on("text_consistency"):
+            texts, usable = pick_paraphrases(batch.caption, batch.captions, rng)
+            paraphrases = text_tower(texts)
+            usable = torch.tensor(usable, device=audio.device)
+        prompts = None
+        if self.is_on("direction"):
+            prompt_rng = np.random.default_rng(rng.getrandbits(64))
+            prompts = text_tower(random_direction_prompts(prompt_rng, self.zones))
+        return self.terms(audio, text, logit_scale, negatives=negatives, mask=mask,
+                          paraphrases=paraphrases, usable=usable, prompts=prompts,
+                          zone_index=batch.zone_index.data, sources=batch.sources)
+
+    def terms(self, audio, text, logit_scale, negatives=None, mask=None, paraphrases=None,
+              usable=None, prompts=None, zone_index=None, sources=None):
+        """The terms from embeddings alone (what :meth:`forward` computes after embedding
+        the texts; tests and probes call it with embeddings of their own).
+
+        Arguments
+        ---------
+        audio, text : torch.Tensor
+            ``[B, D]`` scenes and captions.
+        logit_scale : torch.Tensor
+        negatives, mask : torch.Tensor
+            ``[B, P, D]`` permuted-assignment captions and ``[B, P]`` which are real
+            (:func:`~spatial_clap_sb.losses.embed_negatives`).
+        paraphrases : torch.Tensor
+            ``[B, D]`` another caption of each scene; ``usable`` ``[B]`` bool marks the
+            scenes that have one.
+        prompts : torch.Tensor
+            ``[n_zones, D]`` direction prompts; ``zone_index`` ``[B]`` the zone of a
+            one-source scene, -1 for the others.
+        sources : list of list of dict
+            Per scene, its sources (``zone`` and a class key), for the read-out.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+        """
+        terms = {"clap": clap_loss(audio, text, logit_scale)}
+        if self.is_on("scl"):
+            terms["scl"] = scl_loss(audio, text, negatives, mask, logit_scale)
+        if self.is_on("text_consistency"):
+            terms["text_consistency"] = scl_loss(paraphrases, text, negatives,
+                                                 mask & usable[:, None], logit_scale)
+        if self.is_on("source_zone"):
+            terms["source_zone"] = self._source_zone_term(audio, text, sources)
+        if self.is_on("direction"):
+            terms["direction"] = prompt_classification_loss(audio, prompts, zone_index,
+                                                            logit_scale)
+        return terms
+
+    def _source_zone_term(self, audio, text, sources):
+        """Read-out of the audio embeddings (and the captions', with
+        ``source_zone_on_text``), in one call on the stacked rows."""
+        if self.source_zone_head is None:
+            raise RuntimeError("source_zone_weight > 0 but no read-out: call "
+                               "add_source_zone_head(labels, embedding_dim) first.")
+        embeddings = [audio, text] if self.source_zone_on_text else [audio]
+        rows, classes, zones = self.source_zone_head.targets(sources)
+        copies = len(embeddings)  # the same targets for each stacked copy of the batch
+        rows = torch.cat([rows + i * len(audio) for i in range(copies)])
+        return self.source_zone_head(torch.cat(embeddings), rows, classes.repeat(copies),
+                                     zones.repeat(copies))
+
+    def total(self, terms):
+        """The loss: the terms weighed and added."""
+        return sum(self.weights[name] * value for name, value in terms.items())
