@@ -9,20 +9,20 @@ Draws the captions of the recipe's training schedule as the on-the-fly mixer doe
 and a second one per scene plus the caption's permuted negatives) and counts the
 distinct captions, clauses and pieces (the texts the frozen MiniLM reads, lower-cased).
 Then composes 2- and 3-source captions in the template, training and held-out language
-and reports how often :func:`~spatial_clap_sb.data.captions.caption_clauses` returns
+and reports how often :func:`~spatial_clap_sb.language.caption_clauses` returns
 exactly one clause per source, each holding that source's sound.
 """
 import argparse
 
 import numpy as np
 
-from spatial_clap_sb.data.captions import (
+from spatial_clap_sb.data.synthesis import GENERATED_CLASSES
+from spatial_clap_sb.language import (
     ZoneVocabulary,
     caption_clause_pieces,
     caption_clauses,
     scene_captions,
 )
-from spatial_clap_sb.data.sources import GENERATED_CLASSES
 
 
 def draw_sources(rng, zones, n_sources):

@@ -8,8 +8,8 @@ import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
-from spatial_clap_sb.data.captions import ZoneVocabulary
 from spatial_clap_sb.data.prepare import split_mixer
+from spatial_clap_sb.language import ZoneVocabulary
 
 
 def probe_arguments(description, steps, n_test):

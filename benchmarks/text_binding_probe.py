@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from probe_setup import load_probe, probe_arguments
 
-from spatial_clap_sb.data.captions import (
+from spatial_clap_sb.language import (
     ENGLISH,
     CaptionLanguage,
     Zone,

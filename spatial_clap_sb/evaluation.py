@@ -14,7 +14,7 @@ inference interface, so a figure means the same thing everywhere:
 import numpy as np
 import torch
 
-from spatial_clap_sb.data.captions import ZoneVocabulary, direction_prompt_sets
+from spatial_clap_sb.language import ZoneVocabulary, direction_prompt_sets
 from spatial_clap_sb.metrics import (
     assignment_accuracy,
     direction_accuracy,

@@ -31,9 +31,9 @@ embeddings are averaged with equal weights and the mean is L2-normalised again. 
 recording no longer than one window is embedded whole, at its own length. The policy
 is deterministic (no random crop): the same file gives the same embedding in every call
 and every process, whatever else is in the batch (up to float rounding, ~1e-7).
-``encode_files`` reads a file longer than ``STREAMED_WINDOWS`` windows (128 s at 2-s
+``encode_files`` reads a file longer than ``STREAMED_WINDOWS`` windows (64 s at 2-s
 windows) that many windows at a time, with the same windows, resampling and mean, so
-a recording of hours embeds in the memory of a couple of minutes of audio.
+a recording of hours embeds in the memory of about a minute of audio.
 """
 import os
 import warnings
@@ -47,8 +47,8 @@ from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.fetching import fetch
 
 from spatial_clap_sb.data.audio_io import load_stereo, read_stereo_span, stereo_length
-from spatial_clap_sb.data.captions import ZoneVocabulary, direction_prompts
 from spatial_clap_sb.export import check_checkpoint_fits
+from spatial_clap_sb.language import ZoneVocabulary, direction_prompts
 from spatial_clap_sb.models.text import check_captions
 from spatial_clap_sb.trust import check_model_folder, check_model_yaml
 
@@ -57,7 +57,7 @@ __all__ = ["SpatialCLAP", "window_starts", "DEFAULT_CHUNK_SECONDS"]
 DEFAULT_CHUNK_SECONDS = 2.0
 # encode_files reads a file longer than this many windows a part at a time (this many
 # windows per read), so memory does not grow with the recording's length.
-STREAMED_WINDOWS = 64
+STREAMED_WINDOWS = 32
 MONO_WARNING = ("Mono audio duplicated into both channels: the two channels are "
                 "identical, so any direction read from it is meaningless.")
 
@@ -584,7 +584,7 @@ class SpatialCLAP(Pretrained):
 
         The audio embeddings are compared with the direction prompts of the model's zone
         vocabulary (``"a sound on the left"``, ... from
-        :func:`~spatial_clap_sb.data.captions.direction_prompts`); the probabilities are
+        :func:`~spatial_clap_sb.language.direction_prompts`); the probabilities are
         the softmax of ``logit_scale * cosine similarity`` over the zones.
 
         Arguments

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spatial_clap_sb.data.captions import ZoneVocabulary, random_direction_prompts
+from spatial_clap_sb.language import ZoneVocabulary, random_direction_prompts
 from spatial_clap_sb.losses import (
     clap_loss,
     embed_negatives,

@@ -526,7 +526,7 @@ def text_clause_inputs(model, caption):
     one caption, for the text tower's ONNX file.
 
     The caption is split into clauses and pieces as the model does
-    (:func:`~spatial_clap_sb.data.captions.caption_clause_pieces` when it composes
+    (:func:`~spatial_clap_sb.language.caption_clause_pieces` when it composes
     clauses; one clause of one piece otherwise) and each piece is tokenised on its own.
 
     Arguments
@@ -545,7 +545,7 @@ def text_clause_inputs(model, caption):
     >>> session.run(None, feed)[0].shape  # doctest: +SKIP
     (1, 512)
     """
-    from spatial_clap_sb.data.captions import caption_clause_pieces
+    from spatial_clap_sb.language import caption_clause_pieces
 
     tower = model.mods.text_tower
     clauses = (caption_clause_pieces(caption, tower.zones) if tower.compose_clauses

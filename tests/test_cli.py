@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny_model import REPO, SR, stereo
 
 from spatial_clap_sb.cli import evaluate_main, find_audio_files, main
-from spatial_clap_sb.data.captions import (
+from spatial_clap_sb.evaluate_model import evaluate_manifest
+from spatial_clap_sb.evaluation import SceneEmbeddings, scene_metrics
+from spatial_clap_sb.language import (
     N_PHRASINGS,
     compose_caption,
     permuted_captions,
 )
-from spatial_clap_sb.evaluate_model import evaluate_manifest
-from spatial_clap_sb.evaluation import SceneEmbeddings, scene_metrics
 from spatial_clap_sb.plots import plot_confusion_matrix, plot_similarity_matrix
-from tiny_model import REPO, SR, stereo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRIC_KEYS = ["t2a_R@1", "t2a_R@5", "t2a_R@10", "a2t_R@1", "a2t_R@5", "a2t_R@10",

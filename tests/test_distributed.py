@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from spatial_clap_sb.data.captions import ZoneVocabulary
+from spatial_clap_sb.language import ZoneVocabulary
 from spatial_clap_sb.models.source_zone import SourceZoneHead
 from spatial_clap_sb.objective import TERMS, SpatialCLAPObjective
 

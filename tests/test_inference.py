@@ -16,11 +16,6 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-
-from spatial_clap_sb.data.audio_io import AudioReadError, ChannelCountError, load_stereo
-from spatial_clap_sb.data.captions import direction_prompts
-from spatial_clap_sb.inference import SpatialCLAP, window_starts
-
 from tiny_model import (
     EMB_DIM,
     REPO,
@@ -28,6 +23,10 @@ from tiny_model import (
     export_tiny_model,
     stereo,
 )
+
+from spatial_clap_sb.data.audio_io import AudioReadError, ChannelCountError, load_stereo
+from spatial_clap_sb.inference import SpatialCLAP, window_starts
+from spatial_clap_sb.language import direction_prompts
 
 
 def _batch(*arrays):

@@ -340,11 +340,11 @@ def test_text_consistency_separates_a_caption_from_its_permuted_twin():
     """The text side of SCL (the objective's text_consistency term):
     trained on it alone, the text tower pulls a scene's phrasings together and pushes
     its permuted-assignment captions away, for scenes it has not been trained on."""
-    from spatial_clap_sb.objective import pick_paraphrases
-    from spatial_clap_sb.data.captions import N_PHRASINGS, compose_caption, permuted_captions
+    from spatial_clap_sb.language import N_PHRASINGS, compose_caption, permuted_captions
     from spatial_clap_sb.models.fusion import ProjectionHead
     from spatial_clap_sb.models.spatial_clap import TextTower
     from spatial_clap_sb.models.text import TextEncoder, pooled_size
+    from spatial_clap_sb.objective import pick_paraphrases
 
     torch.manual_seed(0)
     rng = random.Random(0)

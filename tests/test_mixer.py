@@ -3,11 +3,15 @@
 import numpy as np
 import pytest
 
-from spatial_clap_sb.data.captions import (N_PHRASINGS, ZoneVocabulary, compose_caption,
-                                           permuted_captions)
 from spatial_clap_sb.data.mixer import MixerConfig, SceneMixer
 from spatial_clap_sb.data.sources import SourceClip
 from spatial_clap_sb.data.spatialiser import SpatialiserConfig, render_rir_bank
+from spatial_clap_sb.language import (
+    N_PHRASINGS,
+    ZoneVocabulary,
+    compose_caption,
+    permuted_captions,
+)
 
 SR = 16000
 N_SCENES = 50

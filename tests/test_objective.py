@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spatial_clap_sb.data.captions import ZoneVocabulary
+from spatial_clap_sb.language import ZoneVocabulary
 from spatial_clap_sb.objective import TERMS, SpatialCLAPObjective
 
 D = 8

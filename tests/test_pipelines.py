@@ -5,15 +5,15 @@ import os
 
 import numpy as np
 import pytest
-from speechbrain.utils.epoch_loop import EpochCounter
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 from speechbrain.dataio.dataloader import make_dataloader
+from speechbrain.utils.epoch_loop import EpochCounter
 
 from spatial_clap_sb.data.audio_io import load_stereo, write_audio
-from spatial_clap_sb.data.captions import N_PHRASINGS, ZoneVocabulary, permuted_captions
 from spatial_clap_sb.data.pipelines import OUTPUT_KEYS, scene_dataset
 from spatial_clap_sb.data.prepare import DATA_ROOT, prepare_spatial_scenes
+from spatial_clap_sb.language import N_PHRASINGS, ZoneVocabulary, permuted_captions
 
 SR = 16000
 SCENE_COUNTS = {"test_1src": {1: 3}, "test_2src": {2: 3}, "test_3src": {3: 2}}

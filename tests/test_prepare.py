@@ -10,10 +10,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from spatial_clap_sb import files as files_module
 from spatial_clap_sb.data import prepare as prepare_module
 from spatial_clap_sb.data.audio_io import write_audio
-from spatial_clap_sb.data.captions import N_PHRASINGS, ZoneVocabulary, compose_caption
-from spatial_clap_sb.data.prepare import DATA_ROOT, manifest_names, prepare_spatial_scenes
+from spatial_clap_sb.data.prepare import (
+    DATA_ROOT,
+    manifest_names,
+    prepare_spatial_scenes,
+)
+from spatial_clap_sb.language import N_PHRASINGS, ZoneVocabulary, compose_caption
 
 SR = 16000
 SCENE_COUNTS = {"train": {1: 4, 2: 4}, "valid": {1: 2, 2: 2}, "test_1src": {1: 3},
@@ -281,23 +286,36 @@ def test_interrupted_run_resumes(tmp_path, prepared, monkeypatch):
     np.testing.assert_array_equal(new_audio, ref_audio)
 
 
-def _failing_json_dump(prefix):
-    """A ``json.dump`` that writes half of a manifest of ``prefix`` scenes, then fails."""
-    real_dump = json.dump
+def _failing_manifest_write(monkeypatch, prefix):
+    """Makes the atomic writer fail halfway through writing a manifest of ``prefix``
+    scenes (half of its text reaches the disk, then a disk error)."""
+    real_open = open
 
-    def dump(obj, f, *args, **kwargs):
-        if isinstance(obj, dict) and obj and all(str(k).startswith(prefix) for k in obj):
-            text = json.dumps(obj, *args, **kwargs)
-            f.write(text[: len(text) // 2])
-            raise OSError("simulated disk failure")
-        return real_dump(obj, f, *args, **kwargs)
+    class HalfWriting:
+        def __init__(self, f):
+            self.f = f
 
-    return dump
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            if text.lstrip().startswith("{") and f'"{prefix}' in text[:40]:
+                self.f.write(text[: len(text) // 2])
+                raise OSError("simulated disk failure")
+            return self.f.write(text)
+
+    def failing_open(path, *args, **kwargs):
+        return HalfWriting(real_open(path, *args, **kwargs))
+
+    monkeypatch.setattr(files_module, "open", failing_open, raising=False)
 
 
 def test_failure_while_writing_a_manifest(tmp_path, monkeypatch):
     folder = tmp_path / "failing"
-    monkeypatch.setattr(prepare_module.json, "dump", _failing_json_dump("valid_"))
+    _failing_manifest_write(monkeypatch, "valid_")
     with pytest.raises(OSError, match="simulated"):
         prepare_spatial_scenes(str(folder), **OPTIONS)
     monkeypatch.undo()
@@ -319,7 +337,7 @@ def test_failed_rewrite_keeps_old_manifest(prepared_copy, monkeypatch):
     manifests = folder / "manifests"
     old_train = _load(manifests / "train.json")
     os.remove(manifests / "test_3src.json")  # forces the manifests to be written again
-    monkeypatch.setattr(prepare_module.json, "dump", _failing_json_dump("train_"))
+    _failing_manifest_write(monkeypatch, "train_")
     with pytest.raises(OSError, match="simulated"):
         prepare_spatial_scenes(str(folder), **OPTIONS)
     monkeypatch.undo()

@@ -19,11 +19,8 @@ from spatial_clap_sb.data.audio_io import (
     write_audio,
 )
 from spatial_clap_sb.data.sources import (
-    GENERATED_CLASSES,
-    SYNTHESIZERS,
     SourceClip,
     SourceCSVError,
-    generate_library,
     load_clip,
     normalize_caption,
     read_audiocaps_csv,
@@ -31,6 +28,7 @@ from spatial_clap_sb.data.sources import (
     read_clotho_csv,
     split_clips,
 )
+from spatial_clap_sb.data.synthesis import GENERATED_CLASSES, SYNTHESIZERS, generate_library
 
 SR = 16000
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from spatial_clap_sb.data import spatialiser as spatialiser_module
-from spatial_clap_sb.data.captions import ZoneVocabulary
 from spatial_clap_sb.data.spatialiser import (
     SPEED_OF_SOUND,
     RIRBank,
@@ -24,6 +23,7 @@ from spatial_clap_sb.data.spatialiser import (
     render_rir_bank,
     source_position,
 )
+from spatial_clap_sb.language import ZoneVocabulary
 
 SR = 16000
 UPSAMPLE = 32

@@ -45,6 +45,7 @@ from spatial_clap_sb.data.prepare import (
 )
 from spatial_clap_sb.evaluation import scene_metrics
 from spatial_clap_sb.export import check_checkpoint_fits, export_model
+from spatial_clap_sb.files import atomic_write_json
 from spatial_clap_sb.metrics import direction_probe_accuracy
 from spatial_clap_sb.models.source_zone import source_class_key
 from spatial_clap_sb.trust import UntrustedModelError, check_weights
@@ -215,9 +216,7 @@ def metrics_before_training(brain, valid_set, test_sets, hparams):
             return json.load(f)
     before = test_and_probe(brain, valid_set, test_sets, hparams)
     if sb.utils.distributed.if_main_process():
-        with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-            json.dump(before, f, indent=2)
-        os.replace(f"{path}.tmp", path)
+        atomic_write_json(path, before)
     return before
 
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
+from spatial_clap_sb.files import atomic_write_json
+
 logger = logging.getLogger(__name__)
 
 ON_BAD_CHOICES = ("stop", "skip")
@@ -307,12 +309,8 @@ def _write_without(source, bad_ids, target):
     """Copies a manifest without some entries (their text left as the user wrote it)."""
     with open(source, encoding="utf-8") as f:
         entries = json.load(f)
-    kept = {key: entry for key, entry in entries.items() if key not in bad_ids}
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = f"{target}.{os.getpid()}.tmp"  # processes of one run may write it at once
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(kept, f, indent=2)
-    os.replace(tmp, target)
+    atomic_write_json(target, {key: entry for key, entry in entries.items()
+                               if key not in bad_ids})
 
 
 def _format_problem(entry, data_root):

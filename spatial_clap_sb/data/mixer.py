@@ -10,7 +10,7 @@ training loader mix scenes on the fly.
 Example
 -------
 >>> import numpy as np
->>> from spatial_clap_sb.data.captions import ZoneVocabulary
+>>> from spatial_clap_sb.language import ZoneVocabulary
 >>> from spatial_clap_sb.data.spatialiser import SpatialiserConfig, render_rir_bank
 >>> from spatial_clap_sb.data.sources import SourceClip
 >>> zones = ZoneVocabulary.default()
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-from spatial_clap_sb.data.captions import N_PHRASINGS, scene_captions
+from spatial_clap_sb.language import N_PHRASINGS, scene_captions
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,6 @@ mixed on the fly (:func:`dynamic_scene_dataset`), with captions drawn from the t
 language. User recordings enter here too: any manifest with ``wav``, ``caption`` and, for
 the spatial metrics, ``sources`` with ``caption`` and ``zone``.
 """
-import json
-import os
 import zlib
 
 import numpy as np
@@ -28,7 +26,8 @@ import speechbrain as sb
 import torch
 
 from spatial_clap_sb.data.audio_io import load_stereo
-from spatial_clap_sb.data.captions import (
+from spatial_clap_sb.files import atomic_write_json
+from spatial_clap_sb.language import (
     N_PHRASINGS,
     ZoneVocabulary,
     compose_caption,
@@ -179,7 +178,7 @@ def write_manifest(path, entries):
 
     Example
     -------
-    >>> import tempfile
+    >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "m.json")
     >>> write_manifest(path, {"a": {"wav": "{data_root}/a.wav", "caption": "a {x}"}})
     >>> data = sb.dataio.dataio.load_data_json(path, replacements={"data_root": "/d"})
@@ -189,11 +188,7 @@ def write_manifest(path, entries):
     escaped = {entry_id: {key: value if key == "wav" else _escape_braces(value)
                           for key, value in entry.items()}
                for entry_id, entry in entries.items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(escaped, f, indent=2)  # ASCII: any locale reads it
-    os.replace(tmp, path)
+    atomic_write_json(path, escaped)
 
 
 def _escape_braces(value):

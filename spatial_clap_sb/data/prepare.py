@@ -7,7 +7,7 @@
     scenes/<manifest>/*.wav   stereo scenes (16-bit PCM, channel 0 left)
     manifests/<manifest>.json train, valid, test_1src, test_2src, test_3src, and
                               test_*_heldout: the test scenes described in held-out
-                              language only (see spatial_clap_sb.data.captions)
+                              language only (see spatial_clap_sb.language)
     splits/<split>.csv        the clips of each split (path,caption,label)
     prepare_options.json      the options of the finished run, and where each split's
                               clip list and RIR bank are (for mixing on the fly)
@@ -28,6 +28,7 @@ written whole).
 """
 import csv
 import functools
+import io
 import json
 import logging
 import os
@@ -37,7 +38,6 @@ import numpy as np
 from tqdm import tqdm
 
 from spatial_clap_sb.data.audio_io import write_audio
-from spatial_clap_sb.data.captions import N_PHRASINGS, ZoneVocabulary, scene_captions
 from spatial_clap_sb.data.checks import (
     check_split_capacity,
     clip_problems,
@@ -47,7 +47,6 @@ from spatial_clap_sb.data.checks import (
 from spatial_clap_sb.data.mixer import MixerConfig, SceneMixer
 from spatial_clap_sb.data.pipelines import write_manifest
 from spatial_clap_sb.data.sources import (
-    generate_library,
     load_clip,
     read_audiocaps_csv,
     read_clips_csv,
@@ -60,6 +59,9 @@ from spatial_clap_sb.data.spatialiser import (
     cached_rir_bank,
     rir_bank_path,
 )
+from spatial_clap_sb.data.synthesis import generate_library
+from spatial_clap_sb.files import atomic_write_json, atomic_write_text
+from spatial_clap_sb.language import N_PHRASINGS, ZoneVocabulary, scene_captions
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +189,7 @@ def prepare_spatial_scenes(
         _remove_outputs(data_folder, done_file)  # made with other options
     os.makedirs(data_folder, exist_ok=True)
     _remove_temporaries(data_folder)  # left by a run killed mid-write
-    _write_json(progress_file, options)
+    atomic_write_json(progress_file, options)
 
     clips = _checked_clips(data_folder, options, mixer.sample_rate, seed)
     splits = split_clips(clips, fractions=tuple(split_fractions), seed=seed,
@@ -212,7 +214,7 @@ def prepare_spatial_scenes(
         if name + HELDOUT_SUFFIX in manifest_paths:
             write_manifest(manifest_paths[name + HELDOUT_SUFFIX],
                            _heldout_entries(entries, zones, [seed, index]))
-    _write_json(done_file, dict(options, splits=resources))
+    atomic_write_json(done_file, dict(options, splits=resources))
     os.remove(progress_file)
     return manifest_paths
 
@@ -285,15 +287,13 @@ def _clip_loader(clips, sample_rate):
 def _write_clip_list(data_folder, split, clips):
     """Writes a split's clips as a user-format CSV (one row per caption)."""
     path = os.path.join(data_folder, "splits", f"{split}.csv")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "caption", "label"])
-        for clip in clips:
-            for caption in clip.captions:
-                writer.writerow([clip.path, caption, clip.label or ""])
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["path", "caption", "label"])
+    for clip in clips:
+        for caption in clip.captions:
+            writer.writerow([clip.path, caption, clip.label or ""])
+    atomic_write_text(path, text.getvalue())
     return os.path.abspath(path)
 
 
@@ -402,15 +402,6 @@ def _saved_options(path):
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def _write_json(path, content):
-    """Writes JSON atomically: a temporary file in the same folder, then a rename."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(content, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _remove_temporaries(data_folder):

@@ -25,19 +25,19 @@ import os
 
 import soundfile as sf
 
-from spatial_clap_sb.data.captions import ZoneVocabulary
 from spatial_clap_sb.data.checks import Problem, audio_problem, enforce
 from spatial_clap_sb.data.pipelines import write_manifest
 from spatial_clap_sb.data.sources import (
     AUDIO_EXTENSIONS,
     SourceClip,
-    _clip_ids,
-    _open_csv,
-    _read_rows,
-    _where,
+    clip_ids,
+    csv_location,
     normalize_caption,
+    open_csv,
+    read_csv_rows,
     split_clips,
 )
+from spatial_clap_sb.language import ZoneVocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def recording_manifests(audio_dir, captions_csv, output_dir, sample_rate=16000,
     ['test', 'train', 'valid']
     """
     zones = ZoneVocabulary.from_config(zones)
-    captions_csv = _open_csv(captions_csv)
+    captions_csv = open_csv(captions_csv)
     audio_dir = os.path.abspath(audio_dir)
     recordings, problems = read_recordings_csv(captions_csv, audio_dir, zones)
     problems += [Problem(path, reason) for path in recordings
@@ -114,7 +114,7 @@ def recording_manifests(audio_dir, captions_csv, output_dir, sample_rate=16000,
                   if path not in bad and not r["bad_rows"] & bad}
     if not recordings:
         raise ValueError(f"{captions_csv}: no usable recording is left.")
-    ids = dict(zip(recordings, _clip_ids(list(recordings))))
+    ids = dict(zip(recordings, clip_ids(list(recordings))))
     splits = split_clips([SourceClip(ids[p], p, tuple(r["captions"]))
                           for p, r in recordings.items()],
                          fractions=tuple(split_fractions), seed=seed, split_by="clip")
@@ -140,10 +140,10 @@ def read_recordings_csv(captions_csv, audio_dir, zones):
         Bad rows (``where`` names the CSV row), with the recording's path added to
         ``bad_rows`` of its entry.
     """
-    _, rows = _read_rows(captions_csv, ("path", "caption"))
+    _, rows = read_csv_rows(captions_csv, ("path", "caption"))
     recordings, problems = {}, []
     for row_number, line_number, row in rows:
-        where = _where(captions_csv, row_number, line_number)
+        where = csv_location(captions_csv, row_number, line_number)
         if not row["path"]:
             problems.append(Problem(where, "empty path"))
             continue

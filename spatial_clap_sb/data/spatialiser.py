@@ -12,7 +12,7 @@ so rendering cost stays bounded whatever the reverberation time.
 
 Example
 -------
->>> from spatial_clap_sb.data.captions import ZoneVocabulary
+>>> from spatial_clap_sb.language import ZoneVocabulary
 >>> config = SpatialiserConfig(n_rooms=1, positions_per_zone=1, max_order=2)
 >>> bank = render_rir_bank(config, ZoneVocabulary.default(), seed=0)
 >>> bank.rirs.shape[:3], bank.rirs.shape[3]

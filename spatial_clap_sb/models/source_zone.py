@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spatial_clap_sb.data.captions import permuted_assignments
+from spatial_clap_sb.language import permuted_assignments
 from spatial_clap_sb.losses import global_mean_cross_entropy
 
 

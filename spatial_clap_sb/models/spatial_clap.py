@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spatial_clap_sb.data.captions import ZoneVocabulary, caption_clause_pieces
+from spatial_clap_sb.language import ZoneVocabulary, caption_clause_pieces
 from spatial_clap_sb.models.blocks import frame_mask
 from spatial_clap_sb.models.text import check_captions
 
@@ -102,7 +102,7 @@ class TextTower(nn.Module):
     compose_clauses : bool
         False embeds each caption as one sentence. True splits a scene caption into
         its "sound + direction" clauses
-        (:func:`~spatial_clap_sb.data.captions.caption_clause_pieces`), embeds each
+        (:func:`~spatial_clap_sb.language.caption_clause_pieces`), embeds each
         clause (its pieces, the text between punctuation and joiner words, through the
         transformer one by one and pooled together) and returns their normalised mean: a scene is the sum of its sources, whatever
         their number or the order the caption names them in. A sentence tower learns

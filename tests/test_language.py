@@ -1,14 +1,13 @@
-"""Tests of the zone vocabulary and spatial captions (spatial_clap_sb.data.captions)."""
+"""Tests of the zone vocabulary and spatial captions (spatial_clap_sb.language)."""
 
 import itertools
 import math
 
-import pytest
-
 import numpy as np
+import pytest
 import yaml
 
-from spatial_clap_sb.data.captions import (
+from spatial_clap_sb.language import (
     ENGLISH,
     N_PHRASINGS,
     Zone,
@@ -478,7 +477,7 @@ def test_caption_clauses_invert_compose_caption(sources, phrasing, order):
 def test_caption_clauses_find_every_source_in_drawn_language(split):
     """Generated captions of 2 and 3 sources, in either language: each clause holds
     exactly one source's sound and that source's wording."""
-    from spatial_clap_sb.data.sources import GENERATED_CLASSES
+    from spatial_clap_sb.data.synthesis import GENERATED_CLASSES
 
     zones = ZoneVocabulary.default()
     sounds = [phrasings for phrasings in GENERATED_CLASSES.values()]
