@@ -6,6 +6,7 @@
     spatial-clap search   --model DIR --text "a dog barks off to the left" PATH... [--top K]
     spatial-clap search   --model DIR --text "..." --embeddings PREFIX [--top K]
     spatial-clap evaluate --model DIR --manifest test.json [--data_root DIR] [--output DIR]
+                          [--probe_manifest valid.json]
     spatial-clap manifest --audio DIR --captions captions.csv --output DIR
     spatial-clap export-onnx --model DIR --output model.onnx [--text] [--skip_check]
 
@@ -184,7 +185,7 @@ def run_evaluate(args):
     model = load_model(args.model, args.savedir, args.device, args.trust_remote_code)
     metrics = evaluate_manifest(model, args.manifest, data_root=args.data_root,
                                 output_dir=args.output, batch_size=args.batch_size,
-                                progress=True)
+                                progress=True, probe_manifest=args.probe_manifest)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)},
                      indent=2))
     print(f"Wrote {os.path.join(args.output, METRICS_FILE)} and plots to {args.output}")
@@ -330,6 +331,9 @@ def _evaluate_arguments(parser):
                              "manifest's folder)")
     parser.add_argument("--output", default="evaluation",
                         help="folder of metrics.json and the plots (default: evaluation)")
+    parser.add_argument("--probe_manifest", default=None,
+                        help="also report direction_probe_acc: a linear probe fitted "
+                             "on this manifest's one-source scenes (e.g. valid.json)")
     parser.set_defaults(func=run_evaluate, command="evaluate")
 
 

@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from spatial_clap_sb.data.pipelines import scene_dataset
-from spatial_clap_sb.evaluation import SceneEmbeddings, scene_metrics
+from spatial_clap_sb.evaluation import SceneEmbeddings, direction_probe, scene_metrics
 from spatial_clap_sb.plots import plot_confusion_matrix, plot_similarity_matrix
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def plot_scene_similarity(model, scenes, path, n_scenes=8):
 
 
 def evaluate_manifest(model, manifest, data_root=None, output_dir=None, batch_size=8,
-                      n_plot=8, progress=False):
+                      n_plot=8, progress=False, probe_manifest=None):
     """Metrics of a model on a scene manifest, with ``metrics.json`` and PNG plots.
 
     Arguments
@@ -152,6 +152,11 @@ def evaluate_manifest(model, manifest, data_root=None, output_dir=None, batch_si
         Scenes in the similarity-matrix plot.
     progress : bool
         Show a tqdm progress bar.
+    probe_manifest : str, optional
+        A manifest of other scenes (the recipe's ``valid.json``, say; same
+        ``data_root``) whose one-source scenes fit a linear direction probe on the audio
+        embeddings: adds ``direction_probe_acc``, as the recipe reports it
+        (:func:`spatial_clap_sb.evaluation.direction_probe`).
 
     Returns
     -------
@@ -162,12 +167,15 @@ def evaluate_manifest(model, manifest, data_root=None, output_dir=None, batch_si
         raise FileNotFoundError(f"Manifest not found: {manifest}")
     if data_root is None:
         data_root = os.path.dirname(os.path.abspath(manifest))
-    dataset = scene_dataset(manifest, data_root, model.sample_rate,
-                            zones=model.zones.to_config())
-    if len(dataset) == 0:
-        raise ValueError(f"Manifest {manifest} holds no scene.")
-    scenes = embed_scenes(model, dataset, batch_size=batch_size, progress=progress)
+    scenes = _embed_manifest(model, manifest, data_root, batch_size, progress)
     metrics = scene_metrics(scenes, model.encode_text, zones=model.zones)
+    if probe_manifest is not None:
+        fit = _embed_manifest(model, probe_manifest, data_root, batch_size, progress)
+        accuracy = direction_probe(fit, scenes, len(model.zones))
+        if accuracy is None:
+            raise ValueError(f"The direction probe needs one-source scenes in both "
+                             f"{probe_manifest} and {manifest}.")
+        metrics["direction_probe_acc"] = accuracy
     metrics = {key: _plain(value) for key, value in metrics.items()}
     if output_dir is not None:
         os.makedirs(output_dir, exist_ok=True)
@@ -180,6 +188,17 @@ def evaluate_manifest(model, manifest, data_root=None, output_dir=None, batch_si
                                   os.path.join(output_dir, CONFUSION_PLOT))
         logger.info("Wrote the metrics and plots of %s to %s", manifest, output_dir)
     return metrics
+
+
+def _embed_manifest(model, manifest, data_root, batch_size, progress):
+    """The scenes of a manifest, embedded (errors name the manifest)."""
+    if not os.path.isfile(manifest):
+        raise FileNotFoundError(f"Manifest not found: {manifest}")
+    dataset = scene_dataset(manifest, data_root, model.sample_rate,
+                            zones=model.zones.to_config())
+    if len(dataset) == 0:
+        raise ValueError(f"Manifest {manifest} holds no scene.")
+    return embed_scenes(model, dataset, batch_size=batch_size, progress=progress)
 
 
 def _plain(value):

@@ -10,6 +10,10 @@ inference interface, so a figure means the same thing everywhere:
 - ``direction_acc`` over one-source scenes: zero-shot over the zone vocabulary's
   direction prompts, in the language of the scenes' captions (the template prompt per
   zone; for held-out language, the mean embedding of every held-out prompt of a zone).
+
+:func:`direction_probe` adds ``direction_probe_acc``: a linear probe fitted on the
+one-source scenes of another set (the recipe's validation set) reads the zone from the
+audio embeddings alone.
 """
 import numpy as np
 import torch
@@ -18,6 +22,7 @@ from spatial_clap_sb.language import ZoneVocabulary, direction_prompt_sets
 from spatial_clap_sb.metrics import (
     assignment_accuracy,
     direction_accuracy,
+    direction_probe_accuracy,
     retrieval_metrics,
 )
 
@@ -174,3 +179,29 @@ def _assignment(scenes, audio, rows, encode_text):
         start += count
     true_scores = np.einsum("nd,nd->n", true_text, audio[rows])
     return assignment_accuracy(true_scores, permuted_scores, mask)
+
+
+def direction_probe(fit, test, n_zones):
+    """Accuracy of a linear direction probe on audio embeddings alone.
+
+    Arguments
+    ---------
+    fit, test : SceneEmbeddings
+        The probe is fitted on the one-source scenes of ``fit`` and scored on those of
+        ``test`` (scenes with several sources are left out of both).
+    n_zones : int
+        Number of zones.
+
+    Returns
+    -------
+    float or None
+        None when either set has no one-source scene.
+    """
+    fit_rows = [i for i, zone in enumerate(fit.zone_index) if zone >= 0]
+    test_rows = [i for i, zone in enumerate(test.zone_index) if zone >= 0]
+    if not fit_rows or not test_rows:
+        return None
+    return direction_probe_accuracy(
+        fit.audio_matrix()[fit_rows], [fit.zone_index[i] for i in fit_rows],
+        test.audio_matrix()[test_rows], [test.zone_index[i] for i in test_rows],
+        n_zones=n_zones)

@@ -471,7 +471,6 @@ class _ClauseTextTower(nn.Module):
         encoder = text_tower.text_encoder
         self.transformer = (encoder._frozen_model[0] if encoder.frozen
                             else encoder.transformer)
-        self.adapter = encoder.adapter
         self.attention_pooling = encoder.attention_pooling
         self.projection = text_tower.projection
 
@@ -483,8 +482,6 @@ class _ClauseTextTower(nn.Module):
         ).last_hidden_state
         states = states.reshape(clauses, pieces * tokens, states.shape[-1])
         mask = attention_mask.reshape(clauses, pieces * tokens) > 0
-        if self.adapter is not None:
-            states = self.adapter(states, src_key_padding_mask=~mask)
         if self.attention_pooling is not None:
             pooled = self.attention_pooling(states, mask)
         else:

@@ -13,6 +13,7 @@ import torch
 from tiny_model import REPO, SR, stereo
 
 from spatial_clap_sb.cli import evaluate_main, find_audio_files, main
+from spatial_clap_sb.data.pipelines import scene_dataset
 from spatial_clap_sb.evaluate_model import evaluate_manifest
 from spatial_clap_sb.evaluation import SceneEmbeddings, scene_metrics
 from spatial_clap_sb.language import (
@@ -260,6 +261,37 @@ def test_evaluate_without_one_source_scenes_has_no_confusion_plot(model, scene_m
     assert "direction_acc" not in metrics and "assignment_acc" in metrics
     assert (tmp_path / "eval" / "similarity_matrix.png").is_file()
     assert not (tmp_path / "eval" / "direction_confusion.png").exists()
+
+
+def test_evaluate_reports_the_direction_probe_of_the_recipe(model_dir, model,
+                                                            scene_manifest, tmp_path,
+                                                            capsys):
+    """--probe_manifest fits the recipe's linear direction probe on one manifest's
+    one-source scenes and scores the evaluated manifest's; without one-source scenes
+    to fit on it is a one-line error."""
+    from spatial_clap_sb.evaluate_model import embed_scenes
+    from spatial_clap_sb.evaluation import direction_probe
+
+    manifest, data_root = scene_manifest
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", model_dir, "--manifest", manifest, "--data_root",
+                 data_root, "--output", str(out), "--probe_manifest", manifest]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    dataset = scene_dataset(manifest, data_root, model.sample_rate,
+                            zones=model.zones.to_config())
+    scenes = embed_scenes(model, dataset)
+    assert metrics["direction_probe_acc"] == pytest.approx(
+        direction_probe(scenes, scenes, len(model.zones)), abs=1e-9)
+
+    with open(manifest) as f:
+        entries = {k: v for k, v in json.load(f).items() if v["n_sources"] == 2}
+    two_source = tmp_path / "two.json"
+    two_source.write_text(json.dumps(entries))
+    capsys.readouterr()
+    assert main(["evaluate", "--model", model_dir, "--manifest", manifest, "--data_root",
+                 data_root, "--output", str(out), "--probe_manifest",
+                 str(two_source)]) == 1
+    assert "one-source scenes" in _error_line(capsys)
 
 
 def test_evaluate_errors(model_dir, scene_manifest, tmp_path, capsys):

@@ -24,7 +24,6 @@ CLASSES = list(GENERATED_CLASSES)
 COMMON = [
     "--spatialiser={sample_rate: 16000, n_rooms: 2, positions_per_zone: 2, max_order: 2}",
     "--batch_size=16", "--warmup_steps=1", "--text_trainable_layers=0",
-    "--text_adapter_layers=0",
 ]
 
 

@@ -9,7 +9,6 @@ from spatial_clap_sb.models.features import StereoFeatures
 from spatial_clap_sb.models.fusion import (
     AttentionPooling,
     ConcatFusion,
-    CrossAttentionFusion,
     ProjectionHead,
 )
 from spatial_clap_sb.models.spatial import SpatialCRNN
@@ -63,23 +62,20 @@ def test_stereo_features_reject_mono():
         StereoFeatures()(torch.randn(2, 16000))
 
 
-def small_audio_encoder(content_aware=True, use_spatial_stream=True, fusion="concat"):
+def small_audio_encoder(content_aware=True, use_spatial_stream=True):
     content = ContentCNN(n_mels=32, channels=(8, 8, 8), output_dim=16)
     spatial = SpatialCRNN(content_dim=16, content_aware=content_aware, n_mels=32,
                           channels=(8, 8, 8), hidden_dim=8)
     spatial_dim = 16 if use_spatial_stream else 0
-    fusion_module = (ConcatFusion(16, spatial_dim, 32) if fusion == "concat"
-                     else CrossAttentionFusion(16, spatial_dim, 32, n_heads=2))
-    return SpatialAudioEncoder(content, spatial, fusion_module, AttentionPooling(32, 2),
-                               ProjectionHead(64, 24), use_spatial_stream=use_spatial_stream)
+    return SpatialAudioEncoder(content, spatial, ConcatFusion(16, spatial_dim, 32),
+                               AttentionPooling(32, 2), ProjectionHead(64, 24),
+                               use_spatial_stream=use_spatial_stream)
 
 
 @pytest.mark.parametrize("content_aware", [True, False])
 @pytest.mark.parametrize("use_spatial_stream", [True, False])
-@pytest.mark.parametrize("fusion", ["concat", "cross_attention"])
-def test_audio_encoder_variants_embed_unit_vectors(content_aware, use_spatial_stream,
-                                                    fusion):
-    encoder = small_audio_encoder(content_aware, use_spatial_stream, fusion).eval()
+def test_audio_encoder_variants_embed_unit_vectors(content_aware, use_spatial_stream):
+    encoder = small_audio_encoder(content_aware, use_spatial_stream).eval()
     with torch.no_grad():
         embedding = encoder(torch.randn(3, 24000, 2), torch.tensor([1.0, 0.7, 0.5]))
     assert embedding.shape == (3, 24)
@@ -250,3 +246,27 @@ def test_an_uncased_encoder_caches_a_capitalised_piece_once(frozen_text):
     lower, upper = frozen_text(["a dog barks hard left", "A dog barks hard left"])
     assert torch.allclose(lower, upper)
     assert len(frozen_text._cache) == 1
+
+
+@pytest.mark.parametrize("overrides", [
+    {"spatial_hidden": 8},
+    {"spatial_hidden": 8, "use_spatial_stream": False},
+    {"content_dim": 24, "pooling_queries": 3, "text_pooling_queries": 2},
+])
+def test_model_yaml_derives_sizes_from_the_modules(overrides):
+    """One size changed on the command line reaches every module that depends on it
+    (fusion, spatial stream, projections): the model builds and embeds."""
+    from hyperpyyaml import load_hyperpyyaml
+    from tiny_model import MODEL_YAML
+
+    with open(MODEL_YAML, encoding="utf-8") as f:
+        hparams = load_hyperpyyaml(f, {"n_mels": 32, **overrides})
+    audio = hparams["audio_encoder"].eval()
+    with torch.no_grad():
+        embedding = audio(torch.randn(2, 16000, 2) * 0.1)
+        text = hparams["text_tower"](["a dog barks on the left"])
+    assert embedding.shape == (2, 512) and text.shape == (1, 512)
+    spatial = 2 * overrides["spatial_hidden"] if overrides.get(
+        "use_spatial_stream", True) and "spatial_hidden" in overrides else None
+    if spatial is not None:
+        assert hparams["fusion"].mlp[0].in_features == hparams["content_dim"] + spatial

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_YAML = os.path.join(REPO, "hparams", "spatial_clap_model.yaml")
 SR = 16000
 EMB_DIM = 32
-TINY_OVERRIDES = dict(n_mels=32, content_dim=16, spatial_hidden=8, spatial_output_dim=16,
+TINY_OVERRIDES = dict(n_mels=32, content_dim=16, spatial_hidden=8,
                       fusion_dim=16, pooling_queries=2, embedding_dim=EMB_DIM)
 
 _CACHE = {}  # one tiny model and one set of wavs per test session (shared with test_cli)

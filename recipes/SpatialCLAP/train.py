@@ -43,10 +43,9 @@ from spatial_clap_sb.data.prepare import (
     prepare_spatial_scenes,
     split_mixer,
 )
-from spatial_clap_sb.evaluation import scene_metrics
+from spatial_clap_sb.evaluation import direction_probe, scene_metrics
 from spatial_clap_sb.export import check_checkpoint_fits, export_model
 from spatial_clap_sb.files import atomic_write_json
-from spatial_clap_sb.metrics import direction_probe_accuracy
 from spatial_clap_sb.models.source_zone import source_class_key
 from spatial_clap_sb.trust import UntrustedModelError, check_weights
 
@@ -186,14 +185,10 @@ def test_and_probe(brain, valid_set, test_sets, hparams):
     probe_sets = [n for n, r in results.items()
                   if "direction_acc" in r and not n.endswith(HELDOUT_SUFFIX)]
     valid = brain.embed_dataset(valid_set, loader_opts) if probe_sets else None
-    fit = [i for i, z in enumerate(valid.zone_index) if z >= 0] if valid else []
-    for name in probe_sets if fit else []:
-        test = brain.embed_dataset(test_sets[name], loader_opts)
-        score = [i for i, z in enumerate(test.zone_index) if z >= 0]
-        results[name]["direction_probe_acc"] = direction_probe_accuracy(
-            valid.audio_matrix()[fit], [valid.zone_index[i] for i in fit],
-            test.audio_matrix()[score], [test.zone_index[i] for i in score],
-            n_zones=len(hparams["zones"]))
+    for name in probe_sets:
+        accuracy = direction_probe(valid, embedded[name], len(hparams["zones"]))
+        if accuracy is not None:
+            results[name]["direction_probe_acc"] = accuracy
     return results
 
 

@@ -16,6 +16,18 @@ from torch import nn
 from spatial_clap_sb.models.blocks import align_frames
 
 
+def output_dim(module, enabled=True):
+    """The ``output_dim`` of a module (0 when ``enabled`` is False), so that a YAML
+    derives sizes from the modules instead of repeating them.
+
+    Example
+    -------
+    >>> output_dim(ConcatFusion(4, 4, 16)), output_dim(ConcatFusion(4, 4, 16), False)
+    (16, 0)
+    """
+    return int(module.output_dim) if enabled else 0
+
+
 class ConcatFusion(nn.Module):
     """Concatenates content and spatial frames and mixes them with an MLP.
 
@@ -37,38 +49,6 @@ class ConcatFusion(nn.Module):
         if spatial is None:
             return self.mlp(content)
         return self.mlp(torch.cat([align_frames(content, spatial.shape[1]), spatial], -1))
-
-
-class CrossAttentionFusion(nn.Module):
-    """Content frames attend to spatial frames (content = queries).
-
-    Each content frame gathers the spatial evidence that goes with it; the result is
-    added to the content frame and passed through an MLP.
-
-    Arguments
-    ---------
-    content_dim, spatial_dim : int
-    output_dim : int
-    n_heads : int
-    """
-
-    def __init__(self, content_dim, spatial_dim, output_dim=256, n_heads=4):
-        super().__init__()
-        self.query = nn.Linear(content_dim, output_dim)
-        self.key_value = nn.Linear(spatial_dim, output_dim) if spatial_dim else None
-        self.attention = nn.MultiheadAttention(output_dim, n_heads, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(output_dim, output_dim), nn.ReLU(),
-                                 nn.Linear(output_dim, output_dim))
-        self.output_dim = output_dim
-
-    def forward(self, content, spatial=None, key_padding_mask=None):
-        """``[B, Tc, Dc]`` and ``[B, Ts, Ds]`` -> ``[B, Tc, output_dim]``."""
-        query = self.query(content)
-        if spatial is None:
-            return self.mlp(query)
-        kv = self.key_value(spatial)
-        attended, _ = self.attention(query, kv, kv, key_padding_mask=key_padding_mask)
-        return self.mlp(query + attended)
 
 
 class AttentionPooling(nn.Module):

@@ -5,21 +5,10 @@ Conv blocks read per-channel log-mel, IPD (cos/sin), ILD and GCC-PHAT
 (16 of the 64 bands by default): in a mixture each sound's direction shows in the bands
 where it has energy, so pooling frequency away early blurs which direction goes with
 which sound (an oracle-supervised probe bound 3-source scenes at 0.47 with 2 bands and
-0.63 with 16). The content frames then condition the spatial frames, in one of two ways:
-
-- ``conditioning="concat"`` (default): the content frame is concatenated to the
-  flattened spatial frame (frequency bands x channels) of the same instant;
-- ``conditioning="frequency_attention"``: each content frame emits a few
-  queries that attend over the frequency bands of the spatial maps, so each query reads
-  the inter-channel cues *where its sound has energy*: the direction of each sound,
-  even when the sounds overlap in time (they mostly differ in frequency). In 150-step
-  probes with an oracle text side it learned the binding more slowly than concat.
-
-A bidirectional GRU follows. With ``content_aware=False`` the stream is blind to
-content (the ablation): the attention queries are learned constants instead.
+0.63 with 16). The content frame of each instant is concatenated to the flattened
+spatial frame (frequency bands x channels) of the same instant, and a bidirectional GRU
+follows. With ``content_aware=False`` the stream is blind to content (the ablation).
 """
-import math
-
 import torch
 from torch import nn
 
@@ -37,9 +26,8 @@ class SpatialCRNN(nn.Module):
     content_aware : bool
         Condition the spatial frames on the content frames.
     conditioning : str
-        ``"frequency_attention"`` or ``"concat"`` (see the module docstring).
-    n_queries, query_dim : int
-        Attention queries per frame and their size (frequency attention).
+        ``"concat"``, the one conditioning (named in the files of models exported
+        when there were others).
     sample_rate, n_mels, hop_length, mic_spacing
         Feature settings (see ``StereoFeatures``).
     channels, time_pool, freq_pool : list of int
@@ -58,11 +46,10 @@ class SpatialCRNN(nn.Module):
     def __init__(self, content_dim, content_aware=True, sample_rate=16000, n_mels=64,
                  hop_length=25, mic_spacing=0.17, channels=(16, 32, 64),
                  time_pool=(1, 2, 2), freq_pool=(2, 2, 1), hidden_dim=64,
-                 conditioning="concat", n_queries=8, query_dim=16):
+                 conditioning="concat"):
         super().__init__()
-        if conditioning not in ("frequency_attention", "concat"):
-            raise ValueError(f"conditioning must be 'frequency_attention' or 'concat', "
-                             f"got {conditioning!r}.")
+        if conditioning != "concat":
+            raise ValueError(f"conditioning must be 'concat', got {conditioning!r}.")
         self.features = StereoFeatures(sample_rate=sample_rate, n_mels=n_mels,
                                        hop_length=hop_length, mic_spacing=mic_spacing)
         self.input_norm = nn.BatchNorm2d(N_CHANNELS)
@@ -71,13 +58,7 @@ class SpatialCRNN(nn.Module):
         for f in freq_pool:
             n_freq = -(-n_freq // f)
         self.content_aware = content_aware
-        self.attention = None
-        if conditioning == "frequency_attention":
-            self.attention = ContentFrequencyAttention(
-                content_dim if content_aware else 0, channels[-1], n_queries, query_dim)
-            in_dim = n_queries * query_dim
-        else:
-            in_dim = channels[-1] * n_freq + (content_dim if content_aware else 0)
+        in_dim = channels[-1] * n_freq + (content_dim if content_aware else 0)
         self.frame_proj = nn.Sequential(nn.Linear(in_dim, 2 * hidden_dim), nn.ReLU())
         self.gru = nn.GRU(2 * hidden_dim, hidden_dim, batch_first=True,
                           bidirectional=True)
@@ -106,55 +87,9 @@ class SpatialCRNN(nn.Module):
             if content_frames is None:
                 raise ValueError("A content-aware spatial stream needs content frames.")
             content = align_frames(content_frames, maps.shape[2])
-        if self.attention is not None:
-            frames = self.attention(maps, content)
-        else:
-            frames = maps.permute(0, 2, 1, 3).flatten(2)  # [B, T, C * F]
-            if content is not None:
-                frames = torch.cat([frames, content], dim=-1)
+        frames = maps.permute(0, 2, 1, 3).flatten(2)  # [B, T, C * F]
+        if content is not None:
+            frames = torch.cat([frames, content], dim=-1)
         output, _ = self.gru(self.frame_proj(frames))
         return output
 
-
-class ContentFrequencyAttention(nn.Module):
-    """Queries from content frames attend over the frequency bands of spatial maps.
-
-    Arguments
-    ---------
-    content_dim : int
-        Size of the content frames; 0 makes the queries learned constants (blind to
-        content).
-    spatial_channels : int
-        Channels of the spatial maps.
-    n_queries, query_dim : int
-        Queries per frame and the size of queries, keys and values.
-
-    Example
-    -------
-    >>> attention = ContentFrequencyAttention(8, 4, n_queries=2, query_dim=3)
-    >>> attention(torch.randn(2, 4, 5, 16), torch.randn(2, 5, 8)).shape
-    torch.Size([2, 5, 6])
-    """
-
-    def __init__(self, content_dim, spatial_channels, n_queries=8, query_dim=16):
-        super().__init__()
-        self.n_queries, self.query_dim = n_queries, query_dim
-        if content_dim:
-            self.query = nn.Linear(content_dim, n_queries * query_dim)
-        else:
-            self.static_queries = nn.Parameter(torch.randn(n_queries, query_dim))
-        self.key = nn.Linear(spatial_channels, query_dim)
-        self.value = nn.Linear(spatial_channels, query_dim)
-
-    def forward(self, maps, content=None):
-        """``maps`` ``[B, C, T, F]`` and ``content`` ``[B, T, D]`` -> ``[B, T, Q * d]``."""
-        bands = maps.permute(0, 2, 3, 1)  # [B, T, F, C]
-        batch, frames = bands.shape[:2]
-        if content is not None:
-            queries = self.query(content).view(batch, frames, self.n_queries,
-                                               self.query_dim)
-        else:
-            queries = self.static_queries.expand(batch, frames, -1, -1)
-        scores = torch.einsum("btqd,btfd->btqf", queries, self.key(bands))
-        weights = torch.softmax(scores / math.sqrt(self.query_dim), dim=-1)
-        return torch.einsum("btqf,btfd->btqd", weights, self.value(bands)).flatten(2)

@@ -95,11 +95,8 @@ class TextEncoder(nn.Module):
         0 freezes the transformer (cached, not checkpointed); N trains the top N
         layers; ``"all"`` trains everything.
     adapter_layers : int
-        Transformer layers trained from scratch on top of the (frozen) token states,
-        before mean pooling. Mean pooling alone is almost blind to word order, and
-        which sound goes with which direction is a matter of word order.
-    adapter_heads : int
-        Attention heads of the adapter layers.
+        0, the one value (named in the files of models exported when layers trained
+        from scratch over the token states were an option).
     pooling_queries : int
         0 mean-pools the token states; N > 0 pools them with N learned attention
         queries (output size ``N * hidden``). Which sound goes with which direction
@@ -121,9 +118,10 @@ class TextEncoder(nn.Module):
     """
 
     def __init__(self, source=OFFLINE_MINILM, trainable_layers=0, adapter_layers=0,
-                 adapter_heads=6, pooling_queries=0, max_length=64, cache_size=200_000,
-                 batch_size=64):
+                 pooling_queries=0, max_length=64, cache_size=200_000, batch_size=64):
         super().__init__()
+        if adapter_layers:
+            raise ValueError(f"adapter_layers must be 0, got {adapter_layers}.")
         tokenizer, model = _load_pretrained(source)
         self.source = source
         self.tokenizer = tokenizer
@@ -150,13 +148,6 @@ class TextEncoder(nn.Module):
                 for layer in _transformer_layers(model)[-int(trainable_layers):]:
                     for p in layer.parameters():
                         p.requires_grad = True
-        self.adapter = None
-        if adapter_layers:
-            layer = nn.TransformerEncoderLayer(self.output_dim, adapter_heads,
-                                               dim_feedforward=2 * self.output_dim,
-                                               dropout=0.0, batch_first=True)
-            self.adapter = nn.TransformerEncoder(layer, adapter_layers,
-                                                 enable_nested_tensor=False)
         self.attention_pooling = None
         if pooling_queries:
             self.attention_pooling = AttentionPooling(self.output_dim, pooling_queries)
@@ -226,8 +217,6 @@ class TextEncoder(nn.Module):
         hidden = nn.utils.rnn.pad_sequence(rows, batch_first=True)
         lengths = torch.tensor([len(r) for r in rows], device=device)
         mask = torch.arange(hidden.shape[1], device=device)[None] < lengths[:, None]
-        if self.adapter is not None:
-            hidden = self.adapter(hidden, src_key_padding_mask=~mask)
         if self.attention_pooling is not None:
             return self.attention_pooling(hidden, mask)
         weights = mask.unsqueeze(-1).to(hidden.dtype)
