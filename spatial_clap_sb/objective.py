@@ -40,6 +40,10 @@ from spatial_clap_sb.losses import (
 from spatial_clap_sb.models.source_zone import SourceZoneHead
 
 TERMS = ("clap", "scl", "text_consistency", "direction", "source_zone")
+# Largest source-zone read-out built (weights): the default has 25 classes x 5 zones x
+# 513. A corpus without class labels gives one class per clip (tens of thousands), a
+# head of hundreds of millions of weights that learns nothing per class.
+MAX_SOURCE_ZONE_WEIGHTS = 10_000_000
 
 
 def pick_paraphrases(captions, phrasings, rng=random):
@@ -140,6 +144,14 @@ class SpatialCLAPObjective(nn.Module):
         if not labels:
             raise ValueError("source_zone_weight > 0 needs training sources with a label, "
                              "clip_id or caption; set --source_zone_weight=0.")
+        weights = len(labels) * len(self.zones) * (embedding_dim + 1)
+        if weights > MAX_SOURCE_ZONE_WEIGHTS:
+            raise ValueError(
+                f"The source-zone read-out would have {len(labels)} classes x "
+                f"{len(self.zones)} zones x {embedding_dim + 1} = {weights:,} weights "
+                f"(at most {MAX_SOURCE_ZONE_WEIGHTS:,}): clips without a class label "
+                "count as a class each. Give the clips labels (a label column), or set "
+                "--source_zone_weight=0.")
         self.source_zone_head = SourceZoneHead(labels, self.zones.names, embedding_dim)
         return self.source_zone_head
 

@@ -121,3 +121,14 @@ objective: !new:spatial_clap_sb.objective.SpatialCLAPObjective
     assert objective.weights == {"clap": 1.0, "scl": 0.0, "text_consistency": 0.0,
                                  "direction": 0.5, "source_zone": 0.0}
     assert objective.zones.names == ["left", "right"]
+
+
+def test_a_read_out_of_one_class_per_clip_is_refused_with_the_fix():
+    """A corpus without labels counts each clip as a class: at corpus scale the head
+    would hold hundreds of millions of weights, so it is an error naming the fix."""
+    objective = SpatialCLAPObjective(ZONES, **WEIGHTS)
+    head = objective.add_source_zone_head([f"label{i}" for i in range(25)], 512)
+    assert head.readout.weight.numel() == 25 * 5 * 512  # the default's size is built
+    clips = [f"clip{i:05d}" for i in range(49_000)]  # AudioCaps-sized, no labels
+    with pytest.raises(ValueError, match=r"49000 classes.*source_zone_weight=0"):
+        SpatialCLAPObjective(ZONES, **WEIGHTS).add_source_zone_head(clips, 512)
