@@ -22,7 +22,6 @@ Example
 >>> sorted(metrics)[:3]  # doctest: +SKIP
 ['a2t_R@1', 'a2t_R@10', 'a2t_R@5']
 """
-import json
 import logging
 import os
 from types import SimpleNamespace
@@ -31,6 +30,7 @@ import numpy as np
 
 from spatial_clap_sb.data.pipelines import scene_dataset
 from spatial_clap_sb.evaluation import SceneEmbeddings, direction_probe, scene_metrics
+from spatial_clap_sb.files import atomic_write_json
 from spatial_clap_sb.plots import plot_confusion_matrix, plot_similarity_matrix
 
 logger = logging.getLogger(__name__)
@@ -163,8 +163,6 @@ def evaluate_manifest(model, manifest, data_root=None, output_dir=None, batch_si
     dict
         The metrics of :func:`spatial_clap_sb.evaluation.scene_metrics`.
     """
-    if not os.path.isfile(manifest):
-        raise FileNotFoundError(f"Manifest not found: {manifest}")
     if data_root is None:
         data_root = os.path.dirname(os.path.abspath(manifest))
     scenes = _embed_manifest(model, manifest, data_root, batch_size, progress)
@@ -178,9 +176,7 @@ def evaluate_manifest(model, manifest, data_root=None, output_dir=None, batch_si
         metrics["direction_probe_acc"] = accuracy
     metrics = {key: _plain(value) for key, value in metrics.items()}
     if output_dir is not None:
-        os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, METRICS_FILE), "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=2)
+        atomic_write_json(os.path.join(output_dir, METRICS_FILE), metrics)
         plot_scene_similarity(model, scenes, os.path.join(output_dir, SIMILARITY_PLOT),
                               n_scenes=n_plot)
         if "direction_confusion" in metrics:

@@ -281,8 +281,8 @@ def main():
             logger.info("Test metrics before and after fine-tuning:\n%s", table)
             with open(hparams["train_log"], "a", encoding="utf-8") as f:
                 f.write(f"Test metrics before and after fine-tuning:\n{table}\n")
-        with open(os.path.join(hparams["output_folder"], "test_metrics.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        atomic_write_json(os.path.join(hparams["output_folder"], "test_metrics.json"),
+                          results)
         export_model(os.path.join(hparams["output_folder"], "model"), hparams_file,
                      overrides, {name: brain.modules[name]
                                  for name in hparams["model"]["modules"]})
