@@ -10,18 +10,27 @@ and a second one per scene plus the caption's permuted negatives) and counts the
 distinct captions, clauses and pieces (the texts the frozen MiniLM reads, lower-cased).
 Then composes 2- and 3-source captions in the template, training and held-out language
 and reports how often :func:`~spatial_clap_sb.language.caption_clauses` returns
-exactly one clause per source, each holding that source's sound.
+exactly one clause per source, each holding that source's sound with its own direction
+(:func:`~spatial_clap_sb.language.source_clause`): a sound read with a neighbour's
+direction is a miss. The captions' permuted negatives are scored too.
 """
 import argparse
+import dataclasses
 
 import numpy as np
 
 from spatial_clap_sb.data.synthesis import GENERATED_CLASSES
 from spatial_clap_sb.language import (
+    N_PHRASINGS,
     ZoneVocabulary,
     caption_clause_pieces,
     caption_clauses,
+    compose,
+    draw_style,
+    permuted_assignments,
     scene_captions,
+    source_clause,
+    template_style,
 )
 
 
@@ -50,16 +59,24 @@ def training_text(zones, epochs, counts, rng):
 
 
 def clause_accuracy(zones, split, n_scenes, rng):
-    """Share of captions (and their negatives) split into one clause per source."""
+    """Share of captions (and their negatives) split into one clause per source, each
+    with its source's sound and direction."""
     found = total = 0
     for scene in range(n_scenes):
         sources = draw_sources(rng, zones, 2 + scene % 2)
-        drawn, permuted = scene_captions(sources, rng, zones, split)
-        for caption in drawn + permuted[0]:
-            clauses = [c.lower() for c in caption_clauses(caption, zones)]
+        style = (template_style(scene % N_PHRASINGS, zones) if split == "template"
+                 else draw_style(rng, zones, split))
+        style = dataclasses.replace(style, order="as_given")
+        for mentioned in [sources] + permuted_assignments(sources):
+            clauses = [c.lower() for c in caption_clauses(compose(mentioned, style, zones),
+                                                           zones)]
             total += 1
-            found += len(clauses) == len(sources) and all(
-                sum(s["caption"] in clause for clause in clauses) == 1 for s in sources)
+            found += len(clauses) == len(mentioned) and all(
+                sum(s["caption"] in clause for clause in clauses) == 1
+                and any(s["caption"] in clause
+                        and source_clause(s, style, zones).lower() in clause
+                        for clause in clauses)
+                for s in mentioned)
     return found / total, total
 
 

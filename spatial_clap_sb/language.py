@@ -198,6 +198,7 @@ class ZoneVocabulary:
             w for z in self.zones for p in z.phrases for w in words_of(p))
         self.direction_words = frozenset().union(*(z.anchor_words for z in self.zones))
         self._direction_word_cache = {}
+        self._piece_kinds = {}  # piece text -> kind of each word (the clause finder)
 
     @classmethod
     def default(cls):
@@ -468,17 +469,29 @@ def compose(sources, style, zones=None):
     elif style.order != "as_given":
         raise ValueError(f"Style order must be left_to_right, right_to_left or "
                          f"as_given, got {style.order!r}.")
-    parts = []
-    for source in sources:
-        sound = str(source["caption"]).strip()
-        if not sound:
-            raise ValueError(f"Source {source} has an empty caption.")
-        wording = style.wordings.get(source["zone"]) or zones[source["zone"]].phrase
-        parts.append(style.clause_form.format(sound=sound, direction=wording))
+    parts = [source_clause(source, style, zones) for source in sources]
     scene = parts[0] if len(parts) == 1 else \
         style.between.join(parts[:-1]) + style.last + parts[-1]
     caption = style.frame.format(scene)
     return caption[:1].upper() + caption[1:] if style.capitalise else caption
+
+
+def source_clause(source, style, zones=None):
+    """One source's clause in a style: what :func:`caption_clauses` should find for it.
+
+    Example
+    -------
+    >>> style = CaptionStyle("{direction}, {sound}", ", ", " and ",
+    ...                      wordings={"left": "off to the left"})
+    >>> source_clause({"caption": "a dog barks", "zone": "left"}, style)
+    'off to the left, a dog barks'
+    """
+    sound = str(source["caption"]).strip()
+    if not sound:
+        raise ValueError(f"Source {source} has an empty caption.")
+    wording = (style.wordings.get(source["zone"])
+               or ZoneVocabulary.from_config(zones)[source["zone"]].phrase)
+    return style.clause_form.format(sound=sound, direction=wording)
 
 
 def scene_captions(sources, rng, zones=None, split="train", count=1, language=None):
@@ -694,30 +707,56 @@ _EDGES = re.compile(r"^(?:[\s,;:.!?\-\u2013\u2014]|\b(?:" + "|".join(JOINER_WORD
                     + r")\b)+|[\s,;:.!?\-\u2013\u2014]+$", re.IGNORECASE)
 
 
+# Words of the training language's frames and clause forms ("in this recording",
+# "somewhere"): never a sound's content. Held-out frames are not listed: the clause
+# finder must cope with words it does not know.
+FRAME_WORDS = frozenset(
+    w for text in ENGLISH["train"].frames + ENGLISH["train"].clause_forms
+    for w in words_of(re.sub(r"\{\w*\}", " ", text)))
+
+# What a reading of a caption costs (see ``_read``): a clause without a sound, a sound
+# after the last direction of a sound-first reading, a piece before the first
+# direction of a direction-first reading (a frame: "in this clip, ..."), a direction
+# piece with its own sound on the other side (by the share of its sound words there),
+# and a direction word read as part of a sound ("a car passes in front of the house").
+_SOUNDLESS, _TRAILING, _LEADING, _AGAINST_FORM, _DIRECTION_IN_SOUND = 2.0, 2.0, 0.5, 1.0, 1.5
+_MOST_AMBIGUOUS = 4        # readings tried: 2 forms x 2 ** (ambiguous pieces, at most 4)
+
+
 @dataclass
-class _Piece:
+class _Unit:
+    """A stretch of a caption (one piece, or a compound direction of two or more)."""
+
     start: int
     end: int
-    kind: str = "sound"        # "sound", "direction" (no sound of its own) or "both"
-    opens: bool = False        # its direction comes first: sound words that follow join it
-    after_and: bool = False    # cut from the piece before by a bare " and "
-    leads: bool = False        # starts with its direction (no sound words before it)
+    pieces: list               # (start, end) of its pieces
+    sound_before: int = 0      # sound words before its first direction word (or all)
+    sound_after: int = 0       # sound words after its last direction word
+    sound_inside: int = 0      # sound words between its direction words
+    directions: int = 0        # direction words
+    after_and: bool = False    # cut from the stretch before by a bare " and "
+
+    @property
+    def has_sound(self):
+        return self.sound_before + self.sound_inside + self.sound_after > 0
 
 
 def caption_clauses(caption, zones=None):
     """Splits a caption into its "sound + direction" clauses.
 
     The caption is cut at punctuation and joiner words ("and", "while", "whereas",
-    ...) into pieces, and the pieces are regrouped so that each clause holds one
-    direction: a piece is a *direction* (only direction and function words: "off to
-    the left"), a *sound* (no direction word: "a dog barks") or *both*. Sound pieces
-    join the direction that follows them ("a dog barks, to the left"), or the one
-    before them when that direction opened its clause ("to the left, a dog barks" ...
-    "and growls"); a direction right after another direction is one compound direction
-    ("ahead and to the left"). Direction words come from the zone vocabulary
-    (:attr:`ZoneVocabulary.direction_words`), so wordings never seen ("leftward", "just
-    left of centre") are found too. A caption with fewer than two clauses (free text, a
-    direction prompt, one source) is returned whole.
+    ...) into pieces; a piece holds direction words (from the zone vocabulary,
+    :attr:`ZoneVocabulary.direction_words`, stems included: "leftward"), sound words
+    (any other word that is not a function word, a training wording's word or a
+    training frame's word) or both. Two direction pieces joined by a bare "and" are one
+    compound direction ("ahead and to the left"). The pieces are then read both ways a
+    caption can be written, sound first ("a dog barks, to the left, ...") and direction
+    first ("to the left, a dog barks, ..."), and the reading that leaves the fewest
+    clauses without a sound, sounds without a direction and pieces against the form
+    wins: a caption keeps one clause form throughout, so the form of its clear clauses
+    places the sound of its ambiguous ones. Wordings never seen ("all the way left",
+    "just left of centre") are found by their direction words. A caption with fewer
+    than two clauses (free text, a direction prompt, one source) is returned whole.
 
     Arguments
     ---------
@@ -738,8 +777,9 @@ def caption_clauses(caption, zones=None):
     A dog barks on the left
     a bell rings straight ahead
     a campfire pops and crackles rightward
-    >>> caption_clauses("off to the left, a dog barks; to the right, a bell rings")
-    ['off to the left, a dog barks', 'to the right, a bell rings']
+    >>> caption_clauses("Listen: off to the left, a dog barks and growls, "
+    ...                 "and ahead and to the right, a bell rings.")
+    ['off to the left, a dog barks and growls', 'ahead and to the right, a bell rings']
     >>> caption_clauses("rain falls on a tin roof")
     ['rain falls on a tin roof']
     """
@@ -754,14 +794,15 @@ def caption_clause_pieces(caption, zones=None):
     stretches of text between punctuation and joiner words.
 
     A text encoder that reads each piece on its own (and caches it) sees few distinct
-    texts: frames ("in this recording"), sounds and wordings recur across captions
-    where whole clauses rarely do.
+    texts: sounds and wordings recur across captions where whole clauses rarely do.
+    Pieces of a scene caption with neither a sound nor a direction word (the training
+    frames "in this recording", "listen") carry nothing of the scene and are left out.
 
     Example
     -------
     >>> caption_clause_pieces("In this recording, a dog barks on the left; "
     ...                       "to the right, rain falls")
-    [['In this recording', 'a dog barks on the left'], ['to the right', 'rain falls']]
+    [['a dog barks on the left'], ['to the right', 'rain falls']]
     """
     return [pieces for _, pieces in _clause_spans(caption, zones)]
 
@@ -770,89 +811,143 @@ def _clause_spans(caption, zones):
     """``(clause text, [piece texts])`` per clause."""
     zones = ZoneVocabulary.from_config(zones)
     text = caption.strip()
-    pieces = _pieces(text, zones)
-    clauses = _group(pieces)
+    clauses = _group(_compound_directions(_pieces(text, zones), text, zones))
     if len(clauses) < 2:
-        clauses = [_Piece(0, len(text))]
+        return [(text, [text])]
     spans = []
-    for clause in clauses:
-        inside = [text[p.start:p.end] for p in pieces
-                  if clause.start <= p.start and p.end <= clause.end]
-        spans.append((text[clause.start:clause.end], inside or [text]))
+    for units in clauses:
+        pieces = [span for unit in units for span in unit.pieces]
+        spans.append((text[pieces[0][0]:pieces[-1][1]],
+                      [text[start:end] for start, end in pieces]))
     return spans
 
 
 def _pieces(text, zones):
-    """The pieces between cuts, each classified."""
-    pieces, start, joiner = [], 0, ""
+    """The pieces between cuts that have a sound or a direction word, profiled."""
+    units, start, joiner = [], 0, ""
     for cut in list(_CUT.finditer(text)) + [None]:
         end = cut.start() if cut else len(text)
-        words = words_of(text[start:end])
-        if words:
-            piece = _Piece(start, end, after_and=joiner.strip().lower() == "and")
-            pieces.append(_classify(piece, words, zones))
+        unit = _profile(_Unit(start, end, [(start, end)],
+                              after_and=joiner.strip().lower() == "and"),
+                        text, zones)
+        if unit.directions or unit.has_sound:
+            units.append(unit)
         start = cut.end() if cut else end
         joiner = cut.group() if cut else ""
-    return pieces
+    return units
 
 
-def _classify(piece, words, zones):
-    directions = [i for i, w in enumerate(words) if zones.is_direction_word(w)]
-    is_sound = [i not in directions and w not in zones.wording_words
-                and w not in FUNCTION_WORDS for i, w in enumerate(words)]
-    if directions:
-        piece.kind = "both" if any(is_sound) else "direction"
-        piece.leads = not any(is_sound[:directions[0]])
-        piece.opens = any(is_sound[directions[-1]:])  # its sound follows its direction
-    return piece
+def _profile(unit, text, zones):
+    """Counts a unit's direction words and its sound words around them."""
+    kinds = "".join(_word_kinds(text[start:end], zones) for start, end in unit.pieces)
+    directions = [i for i, kind in enumerate(kinds) if kind == "d"]
+    sound = [i for i, kind in enumerate(kinds) if kind == "s"]
+    unit.directions = len(directions)
+    if not directions:
+        unit.sound_before, unit.sound_inside, unit.sound_after = len(sound), 0, 0
+        return unit
+    unit.sound_before = sum(i < directions[0] for i in sound)
+    unit.sound_after = sum(i > directions[-1] for i in sound)
+    unit.sound_inside = len(sound) - unit.sound_before - unit.sound_after
+    return unit
 
 
-def _group(pieces):
-    """Regroups classified pieces into clauses (pieces spanning start..end)."""
-    clauses, waiting, previous = [], None, None
-    for piece in pieces:
-        if piece.kind == "sound":
-            if clauses and clauses[-1].opens and waiting is None:
-                clauses[-1].end = piece.end  # the sound of a direction-first clause
-                clauses[-1].kind = "both"
-            elif waiting is None:
-                waiting = _Piece(piece.start, piece.end)
+def _word_kinds(piece, zones):
+    """One letter per word of a piece: ``d`` direction, ``s`` sound, ``-`` neither
+    (function, wording or frame word); cached per vocabulary, pieces recur."""
+    kinds = zones._piece_kinds.get(piece)
+    if kinds is None:
+        kinds = "".join(
+            "d" if zones.is_direction_word(w) else
+            "-" if w in zones.wording_words or w in FUNCTION_WORDS or w in FRAME_WORDS
+            else "s" for w in words_of(piece))
+        if len(zones._piece_kinds) > 100_000:
+            zones._piece_kinds.clear()
+        zones._piece_kinds[piece] = kinds
+    return kinds
+
+
+def _compound_directions(units, text, zones):
+    """Joins "ahead" + " and " + "to the left ..." into one compound direction: two
+    direction units joined by a bare "and" with no sound between them, unless the
+    result would have sounds on both sides ("a dog barks on the left and on the right
+    a bell rings" is two clauses)."""
+    joined = []
+    for unit in units:
+        previous = joined[-1] if joined else None
+        if (previous is not None and unit.after_and and previous.directions
+                and unit.directions and previous.sound_after == 0
+                and unit.sound_before == 0
+                and not (previous.sound_before and unit.sound_after)):
+            joined[-1] = _profile(_Unit(previous.start, unit.end,
+                                        previous.pieces + unit.pieces,
+                                        after_and=previous.after_and), text, zones)
+        else:
+            joined.append(unit)
+    return joined
+
+
+def _group(units):
+    """The clauses (lists of units) of the cheapest reading of a caption."""
+    anchors = [i for i, unit in enumerate(units) if unit.directions]
+    if len(anchors) < 2:
+        return [units]
+    ambiguous = [i for i in anchors
+                 if units[i].sound_before and units[i].sound_after][:_MOST_AMBIGUOUS]
+    best_cost, best = float("inf"), [units]
+    for as_sound in itertools.product((False, True), repeat=len(ambiguous)):
+        sounds = {i for i, flag in zip(ambiguous, as_sound) if flag}
+        for direction_first in (False, True):
+            cost, clauses = _read(units, [i for i in anchors if i not in sounds],
+                                  direction_first)
+            cost += _DIRECTION_IN_SOUND * len(sounds)
+            if cost < best_cost:
+                best_cost, best = cost, clauses
+    return best
+
+
+def _read(units, anchors, direction_first):
+    """Cost and clauses of one reading: each anchor (a unit with a direction) takes the
+    sound units after it (direction first) or before it (sound first)."""
+    if len(anchors) < 2:
+        return float("inf"), [units]
+    if direction_first:
+        bounds = [0] + anchors[1:] + [len(units)]
+        cost = _LEADING * anchors[0]
+    else:
+        bounds = [0] + [i + 1 for i in anchors[:-1]] + [len(units)]
+        cost = _TRAILING * (len(units) - anchors[-1] - 1)
+    clauses = [units[a:b] for a, b in itertools.pairwise(bounds)]
+    for anchor in anchors:  # the share of an anchor's own sound on the wrong side
+        unit = units[anchor]
+        around = unit.sound_before + unit.sound_after
+        wrong = unit.sound_before if direction_first else unit.sound_after
+        cost += _AGAINST_FORM * wrong / max(around, 1)
+    soundless = [not any(u.has_sound for u in clause) for clause in clauses]
+    cost += _SOUNDLESS * sum(soundless)
+    return cost, _merge_soundless(clauses, soundless, direction_first)
+
+
+def _merge_soundless(clauses, soundless, direction_first):
+    """A clause with a direction but no sound joins the clause its sound is in: the next
+    one in a direction-first reading, the one before in a sound-first reading."""
+    merged, carry = [], []
+    if direction_first:
+        for clause, empty in zip(clauses, soundless):
+            if empty:
+                carry = carry + clause
             else:
-                waiting.end = piece.end
-        elif piece.after_and and piece.leads and waiting is None and clauses \
-                and previous.kind != "sound" \
-                and "direction" in (previous.kind, piece.kind):
-            clauses[-1].end = piece.end  # a compound direction ("ahead and to the left")
-            if piece.kind == "both":
-                clauses[-1].kind = "both"
+                merged.append(carry + clause)
+                carry = []
+        if carry:
+            merged[-1:] = [merged[-1] + carry] if merged else [carry]
+        return merged
+    for clause, empty in zip(clauses, soundless):
+        if empty and merged:
+            merged[-1] = merged[-1] + clause
+        elif empty:
+            carry = carry + clause
         else:
-            start = waiting.start if waiting is not None else piece.start
-            has_sound = waiting is not None or piece.kind == "both"
-            # "a dog barks, to the left" is closed; "to the left, a dog barks" and
-            # "<frame>: to the left a dog barks" stay open for the rest of the sound.
-            opens = piece.opens if piece.kind == "both" else waiting is None
-            clauses.append(_Piece(start, piece.end, "both" if has_sound else "direction",
-                                  opens=opens))
-            waiting = None
-        previous = piece
-    if waiting is not None:
-        if clauses:
-            clauses[-1].end = waiting.end
-            clauses[-1].kind = "both"
-        else:
-            clauses.append(waiting)
-    return _merge_soundless(clauses)
-
-
-def _merge_soundless(clauses):
-    """A clause with a direction but no sound joins the next clause (or the last)."""
-    merged = []
-    for clause in clauses:
-        if merged and merged[-1].kind == "direction":
-            merged[-1] = _Piece(merged[-1].start, clause.end, clause.kind, clause.opens)
-        else:
-            merged.append(clause)
-    if len(merged) > 1 and merged[-1].kind == "direction":
-        last = merged.pop()
-        merged[-1].end = last.end
-    return merged
+            merged.append(carry + clause)
+            carry = []
+    return merged or [carry]

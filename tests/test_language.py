@@ -1,5 +1,6 @@
 """Tests of the zone vocabulary and spatial captions (spatial_clap_sb.language)."""
 
+import dataclasses
 import itertools
 import math
 
@@ -13,13 +14,16 @@ from spatial_clap_sb.language import (
     Zone,
     ZoneVocabulary,
     caption_clauses,
+    compose,
     compose_caption,
     direction_prompt_sets,
     direction_prompts,
+    draw_style,
     permuted_assignments,
     permuted_captions,
     random_direction_prompts,
     scene_captions,
+    source_clause,
     words_of,
 )
 
@@ -474,13 +478,14 @@ def test_caption_clauses_invert_compose_caption(sources, phrasing, order):
 
 
 @pytest.mark.parametrize("split", ["train", "heldout"])
-def test_caption_clauses_find_every_source_in_drawn_language(split):
-    """Generated captions of 2 and 3 sources, in either language: each clause holds
-    exactly one source's sound and that source's wording."""
+def test_caption_clauses_bind_every_sound_to_its_own_direction(split):
+    """Generated captions of 2 and 3 sources and their permuted negatives, in either
+    language: one clause per source, holding that source's sound and its own clause
+    ("off to the left, a dog barks"), not the sound with a neighbour's direction."""
     from spatial_clap_sb.data.synthesis import GENERATED_CLASSES
 
     zones = ZoneVocabulary.default()
-    sounds = [phrasings for phrasings in GENERATED_CLASSES.values()]
+    sounds = list(GENERATED_CLASSES.values())
     rng = np.random.default_rng(11)
     found = total = 0
     for trial in range(400):
@@ -488,14 +493,17 @@ def test_caption_clauses_find_every_source_in_drawn_language(split):
         picked = rng.choice(len(sounds), k, replace=False)
         sources = [{"caption": sounds[i][int(rng.integers(3))], "zone": zones.names[z]}
                    for i, z in zip(picked, rng.choice(5, k, replace=False))]
-        captions, permuted = scene_captions(sources, rng, zones, split)
-        for caption in captions + permuted[0]:
-            clauses = caption_clauses(caption, zones)
+        style = dataclasses.replace(draw_style(rng, zones, split), order="as_given")
+        for mentioned in [sources] + permuted_assignments(sources):
+            clauses = [c.lower() for c in caption_clauses(compose(mentioned, style, zones),
+                                                           zones)]
+            own = [source_clause(s, style, zones) for s in mentioned]
             total += 1
             found += len(clauses) == k and all(
-                sum(s["caption"] in clause.lower() for clause in clauses) == 1
-                for s in sources)
-    assert found / total >= 0.98, found / total
+                sum(s["caption"] in clause for clause in clauses) == 1
+                and any(s["caption"] in clause and text in clause for clause in clauses)
+                for s, text in zip(mentioned, own))
+    assert found / total >= 0.995, found / total
 
 
 @pytest.mark.parametrize("caption, expected", [
@@ -509,6 +517,18 @@ def test_caption_clauses_find_every_source_in_drawn_language(split):
      ["A dog barks leftward", "a bell rings at the right front"]),
     ("rain falls, to the left, and a dog barks, to the right",
      ["rain falls, to the left", "a dog barks, to the right"]),
+    # A sound-first and a direction-first clause in one caption.
+    ("On the left, a baby cries. A vacuum cleaner hums in the middle.",
+     ["On the left, a baby cries", "A vacuum cleaner hums in the middle"]),
+    # Direction first with a two-part sound and a frame the finder does not know.
+    ("In this clip, to the left, a campfire pops and crackles, and ahead and to the "
+     "right, a dog barks", ["In this clip, to the left, a campfire pops and crackles",
+                           "ahead and to the right, a dog barks"]),
+    # A direction word inside a sound ("in front of the house"), direction first.
+    ("on the left, a car passes in front of the house; to the right, rain falls",
+     ["on the left, a car passes in front of the house", "to the right, rain falls"]),
+    ("birds sing straight ahead, traffic hums on the left and a dog barks on the right",
+     ["birds sing straight ahead", "traffic hums on the left", "a dog barks on the right"]),
 ])
 def test_caption_clauses_of_typed_captions(caption, expected):
     assert caption_clauses(caption) == expected
