@@ -2,10 +2,10 @@
 """The caption language in numbers: how much text training reads, and how well the
 clause finder splits captions it was not written for.
 
-    python benchmarks/caption_language.py --epochs 7
+    python benchmarks/caption_language.py --epochs 8
 
 Draws the captions of the recipe's training schedule as the on-the-fly mixer does
-(3000 one-source + 5000 two-source scenes per epoch over the built-in classes, a caption
+(2500 one-source + 5000 two-source scenes per epoch over the built-in classes, a caption
 and a second one per scene plus the caption's permuted negatives) and counts the
 distinct captions, clauses and pieces (the texts the frozen MiniLM reads, lower-cased).
 Then composes 2- and 3-source captions in the template, training and held-out language
@@ -82,8 +82,8 @@ def clause_accuracy(zones, split, n_scenes, rng):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=7)
-    parser.add_argument("--one_source", type=int, default=3000)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--one_source", type=int, default=2500)
     parser.add_argument("--two_source", type=int, default=5000)
     parser.add_argument("--n_scenes", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)

@@ -124,8 +124,42 @@ def _as_tuples(value):
         else value
 
 
+def training_precision(device="cpu"):
+    """``"bf16"`` where the device has bfloat16 kernels, else ``"fp32"``: what
+    ``precision: auto`` of the recipe trains in.
+
+    On CPUs that is oneDNN's test (AVX-512 and up); on GPUs, CUDA's. Without such
+    kernels bf16 autocast would be emulated and slower, so fp32 is kept.
+
+    Example
+    -------
+    >>> training_precision("cpu") in ("bf16", "fp32")
+    True
+    """
+    if str(device).startswith("cuda"):
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() \
+            else "fp32"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
+
+
 class SpatialCLAPBrain(sb.Brain):
-    """Trains and evaluates Spatial-CLAP (see the module docstring for the objective)."""
+    """Trains and evaluates Spatial-CLAP (see the module docstring for the objective).
+
+    ``precision: auto`` in the hparams becomes :func:`training_precision` of the run's
+    device (``--precision=...`` on the command line still wins); evaluation keeps
+    ``eval_precision``.
+    """
+
+    def __init__(self, *args, hparams=None, run_opts=None, **kwargs):
+        given = run_opts is not None and "precision" in getattr(
+            run_opts, "overridden_args", run_opts)
+        if not given and (hparams or {}).get("precision") == "auto":
+            device = run_opts.get("device", "cpu") if run_opts is not None else "cpu"
+            hparams = {**hparams, "precision": training_precision(device)}
+        super().__init__(*args, hparams=hparams, run_opts=run_opts, **kwargs)
 
     def compute_forward(self, batch, stage):
         """Embeds the batch's stereo audio and (in training and validation) captions."""

@@ -22,7 +22,8 @@ the caption in the assignment alone.
 
 :func:`caption_clauses` splits any caption, typed by a person or generated, into its
 "sound + direction" clauses without knowing its wordings: it cuts at punctuation and
-joiner words and regroups the pieces around the direction words of the vocabulary.
+joiner words and groups the pieces around the direction words of the vocabulary, sound
+first or direction first, whichever reading leaves no sound without its direction.
 
 Example
 -------
@@ -113,7 +114,7 @@ class Zone:
             return self.heldout_phrases
         raise ValueError(f"Unknown language split {split!r}; use 'train' or 'heldout'.")
 
-# The default vocabulary's wordings (the model file hparams/spatial_clap_model.yaml
+# The default vocabulary's wordings (the zone file hparams/zones.yaml
 # carries the same data; a test keeps the two equal). Each zone: training wordings,
 # the template one first, held-out wordings, and the words that name the direction.
 DEFAULT_ZONE_WORDINGS = (
@@ -797,12 +798,16 @@ def caption_clause_pieces(caption, zones=None):
     texts: sounds and wordings recur across captions where whole clauses rarely do.
     Pieces of a scene caption with neither a sound nor a direction word (the training
     frames "in this recording", "listen") carry nothing of the scene and are left out.
+    A caption of one clause (one source, a direction prompt, free text) is one piece,
+    read whole.
 
     Example
     -------
     >>> caption_clause_pieces("In this recording, a dog barks on the left; "
     ...                       "to the right, rain falls")
     [['a dog barks on the left'], ['to the right', 'rain falls']]
+    >>> caption_clause_pieces("To the right, rain falls.")
+    [['To the right, rain falls.']]
     """
     return [pieces for _, pieces in _clause_spans(caption, zones)]
 

@@ -388,11 +388,10 @@ def test_held_out_language_shares_no_wording_form_joiner_or_frame_with_training(
         assert not set(getattr(train, field)) & set(getattr(heldout, field)), field
 
 
-def test_the_model_file_carries_the_default_vocabulary():
+def test_the_zone_file_carries_the_default_vocabulary():
     from pathlib import Path
-    model_file = Path(__file__).parents[1] / "hparams" / "spatial_clap_model.yaml"
-    head = model_file.read_text().split("# ---- Features")[0]
-    assert ZoneVocabulary(yaml.safe_load(head)["zones"]).to_config() == \
+    zone_file = Path(__file__).parents[1] / "hparams" / "zones.yaml"
+    assert ZoneVocabulary(yaml.safe_load(zone_file.read_text())).to_config() == \
         ZoneVocabulary.default().to_config()
 
 

@@ -155,6 +155,18 @@ def test_full_text_cache_clears_without_losing_the_current_batch(frozen_text):
         frozen_text.cache_size = 50_000
 
 
+def test_frozen_text_states_are_full_precision_under_autocast(frozen_text):
+    """A bf16 training step caches the same MiniLM states as evaluation computes."""
+    pieces = ["a kettle whistles", "far to the left"]
+    reference = TextEncoder(cache_size=0)._token_states(pieces, torch.device("cpu"))
+    frozen_text._cache.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        frozen_text.forward_joined([pieces])
+    for piece in pieces:
+        assert frozen_text._cache[piece].dtype == torch.float32
+        assert torch.equal(frozen_text._cache[piece], reference[piece])
+
+
 def test_attention_pooled_text_features(frozen_text):
     encoder = TextEncoder(pooling_queries=2)
     features = encoder(["a bell rings on the left", "a dog barks"])

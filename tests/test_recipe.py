@@ -28,6 +28,14 @@ TINY = [
 ]
 
 
+THREE_ZONES = ("[{name: west, low: -90, high: -30, phrases: [to the west], "
+               "heldout_phrases: [westward]}, "
+               "{name: middle, low: -30, high: 30, phrases: [in the middle], "
+               "heldout_phrases: [at the middle]}, "
+               "{name: east, low: 30, high: 90, phrases: [to the east], "
+               "heldout_phrases: [eastward]}]")
+
+
 def run_recipe(tmp_path, *extra, launcher=None, timeout=600):
     """Runs train.py on the tiny data; returns its combined output."""
     command = (launcher or [sys.executable]) + [
@@ -53,6 +61,15 @@ def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("recipe")
     output = run_recipe(tmp_path, "--number_of_epochs=3", "--dynamic_mixing=False")
     return tmp_path, output
+
+
+def test_auto_precision_is_what_the_device_computes_natively(trained):
+    from spatial_clap_sb.brain import training_precision
+
+    _, output = trained
+    expected = training_precision("cpu")
+    assert f"Using training precision: `--precision={expected}`" in output
+    assert "Using evaluation precision: `--eval_precision=fp32`" in output
 
 
 def test_loss_is_finite_and_falls(trained):
@@ -134,15 +151,25 @@ def test_checkpoint_resumes(trained):
     assert len(train_losses(tmp_path / "out")) == 4
 
 
-def test_dynamic_mixing_and_the_mono_ablation(tmp_path):
-    """Mixing on the fly trains the mono model, and its export has no spatial stream."""
+def test_dynamic_mixing_the_mono_ablation_and_three_zones(tmp_path):
+    """Mixing on the fly trains the mono model, and its export has no spatial stream;
+    a three-zone vocabulary given on the command line is the one of the data, the
+    metrics and the exported text tower."""
     run_recipe(tmp_path, "--number_of_epochs=1", "--dynamic_mixing=True",
-               "--use_spatial_stream=False")
+               "--use_spatial_stream=False", f"--zones={THREE_ZONES}")
     folder = tmp_path / "out" / "model"
     with open(folder / "hyperparams.yaml") as f:
-        assert "use_spatial_stream: false" in f.read()
+        exported = load_hyperpyyaml(f)
+    assert not exported["use_spatial_stream"]
+    assert exported["modules"]["text_tower"].zones.names == ["west", "middle", "east"]
     weights = torch.load(folder / "audio_encoder.ckpt")
     assert not any(k.startswith("spatial_encoder") for k in weights)
+    with open(tmp_path / "data" / "manifests" / "test_2src.json") as f:
+        scenes = json.load(f).values()
+    assert {s["zone"] for scene in scenes for s in scene["sources"]} <= \
+        {"west", "middle", "east"}
+    with open(tmp_path / "out" / "test_metrics.json") as f:
+        assert "direction_acc" in json.load(f)["test_1src_heldout"]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
@@ -159,3 +186,23 @@ def test_runs_under_torchrun_on_cpu(tmp_path):
     assert "content_aware: false" in (tmp_path / "out" / "model" /
                                       "hyperparams.yaml").read_text()
     assert "Going into epoch 1" in output
+
+
+@pytest.mark.parametrize("recipe", ["spatial_clap.yaml", "finetune.yaml"])
+def test_a_zones_override_reaches_the_model_objective_and_export(recipe):
+    """--zones on the command line is the vocabulary of the text tower, the objective
+    and the exported model file, not only of the data."""
+    from spatial_clap_sb.export import resolved_model_yaml
+
+    hparams_file = os.path.join(RECIPE, "hparams", recipe)
+    overrides = f"zones: {THREE_ZONES}"
+    if recipe == "finetune.yaml":  # the folder is only read by train.py
+        overrides += "\npretrained_model: results/spatial_clap/1234/model"
+    with open(hparams_file) as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    names = ["west", "middle", "east"]
+    assert [z["name"] for z in hparams["zones"]] == names
+    assert hparams["model"]["text_tower"].zones.names == names
+    assert hparams["objective"].zones.names == names
+    exported = load_hyperpyyaml(resolved_model_yaml(hparams_file, overrides))
+    assert exported["modules"]["text_tower"].zones.names == names

@@ -29,7 +29,9 @@ def tiny_hparams_text(extra="", **overrides):
         text = f.read()
     assert text.count("channels: [16, 32, 64]") == 2, "model YAML layout changed"
     text = text.replace("channels: [16, 32, 64]", "channels: [8, 8, 8]") + extra
-    return resolve_references(io.StringIO(text), {**TINY_OVERRIDES, **overrides}).getvalue()
+    stream = io.StringIO(text)
+    stream.name = MODEL_YAML  # its !include:zones.yaml resolves next to the model file
+    return resolve_references(stream, {**TINY_OVERRIDES, **overrides}).getvalue()
 
 
 def export_tiny_model(folder, extra_yaml="", seed=0, modify=None, **overrides):

@@ -183,7 +183,9 @@ class TextEncoder(nn.Module):
         by_length = sorted(missing, key=lambda key: (len(key.split()), key))
         for start in range(0, len(by_length), self.batch_size):
             chunk = by_length[start:start + self.batch_size]
-            with torch.inference_mode():
+            # Full precision whatever the caller's autocast: a piece's cached states
+            # are then the same in training, evaluation and inference.
+            with torch.inference_mode(), torch.autocast(device.type, enabled=False):
                 hidden, mask = self._run(model, chunk, device)
             for key, states, valid in zip(chunk, hidden.float().cpu(), mask.cpu()):
                 found[key] = states[valid].clone()
