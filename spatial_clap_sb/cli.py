@@ -14,7 +14,7 @@
 files; the files are embedded in sorted order. ``embed`` writes ``PREFIX.npy``
 (``[n_files, dim]`` float32, unit norm) and ``PREFIX.csv`` (``index,path``); ``search``
 prints the best-matching files with their cosine similarity; ``evaluate`` writes
-``metrics.json`` and PNG plots (see :mod:`spatial_clap_sb.evaluate_model`);
+``metrics.json`` and PNG plots (see :mod:`spatial_clap_sb.evaluation`);
 ``manifest`` checks a folder of stereo recordings and their captions and writes the
 train/valid/test manifests that fine-tuning reads (see
 :mod:`spatial_clap_sb.data.recordings`); ``export-onnx`` writes the audio tower as an
@@ -178,7 +178,7 @@ def run_search(args):
 
 def run_evaluate(args):
     """``spatial-clap evaluate``."""
-    from spatial_clap_sb.evaluate_model import METRICS_FILE, evaluate_manifest
+    from spatial_clap_sb.evaluation import METRICS_FILE, evaluate_manifest
 
     if not os.path.isfile(args.manifest):
         raise CLIError(f"Manifest not found: {args.manifest}")

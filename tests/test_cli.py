@@ -14,8 +14,7 @@ from tiny_model import REPO, SR, stereo
 
 from spatial_clap_sb.cli import evaluate_main, find_audio_files, main
 from spatial_clap_sb.data.pipelines import scene_dataset
-from spatial_clap_sb.evaluate_model import evaluate_manifest
-from spatial_clap_sb.evaluation import SceneEmbeddings, scene_metrics
+from spatial_clap_sb.evaluation import SceneEmbeddings, evaluate_manifest, scene_metrics
 from spatial_clap_sb.language import (
     N_PHRASINGS,
     compose_caption,
@@ -269,8 +268,7 @@ def test_evaluate_reports_the_direction_probe_of_the_recipe(model_dir, model,
     """--probe_manifest fits the recipe's linear direction probe on one manifest's
     one-source scenes and scores the evaluated manifest's; without one-source scenes
     to fit on it is a one-line error."""
-    from spatial_clap_sb.evaluate_model import embed_scenes
-    from spatial_clap_sb.evaluation import direction_probe
+    from spatial_clap_sb.evaluation import direction_probe, embed_scenes
 
     manifest, data_root = scene_manifest
     out = tmp_path / "eval"

@@ -16,7 +16,7 @@ import torch
 
 from spatial_clap_sb.data.audio_io import write_audio
 from spatial_clap_sb.data.synthesis import GENERATED_CLASSES, generate_library
-from spatial_clap_sb.evaluate_model import evaluate_manifest
+from spatial_clap_sb.evaluation import evaluate_manifest
 from spatial_clap_sb.inference import SpatialCLAP
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "SpatialCLAP")

@@ -10,7 +10,7 @@ Writes <output>/metrics.json (the keys of test_metrics.json: t2a_R@1/5/10,
 a2t_R@1/5/10, mAP@10, assignment_acc, direction_acc, direction_confusion, n_scenes),
 <output>/similarity_matrix.png (the first scenes against their captions and permuted
 captions) and, with one-source scenes, <output>/direction_confusion.png.
-The same as `spatial-clap evaluate`; the logic is spatial_clap_sb.evaluate_model.
+The same as `spatial-clap evaluate`; the logic is spatial_clap_sb.evaluation.evaluate_manifest.
 """
 import sys
 
