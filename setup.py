@@ -28,7 +28,12 @@ setup(
     "multi-source scenes, as a SpeechBrain plugin.",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["spatial_clap_sb", "spatial_clap_sb.*"]),
+    # hparams/ (the model and zone files) installs as spatial_clap_sb.hparams: the
+    # package reads its default zones from there (one source for code and recipes).
+    packages=find_packages(include=["spatial_clap_sb", "spatial_clap_sb.*"])
+    + ["spatial_clap_sb.hparams"],
+    package_dir={"spatial_clap_sb.hparams": "hparams"},
+    package_data={"spatial_clap_sb.hparams": ["*.yaml"]},
     python_requires=">=3.10",
     install_requires=TORCH_REQUIREMENTS
     + [

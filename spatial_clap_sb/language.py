@@ -40,11 +40,14 @@ Example
 ['To the left a dog barks', 'a car passes off to the right']
 """
 import dataclasses
+import functools
+import importlib.resources
 import itertools
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
+import yaml
 
 
 @dataclass(frozen=True)
@@ -114,40 +117,9 @@ class Zone:
             return self.heldout_phrases
         raise ValueError(f"Unknown language split {split!r}; use 'train' or 'heldout'.")
 
-# The default vocabulary's wordings (the zone file hparams/zones.yaml
-# carries the same data; a test keeps the two equal). Each zone: training wordings,
-# the template one first, held-out wordings, and the words that name the direction.
-DEFAULT_ZONE_WORDINGS = (
-    ("left",
-     ("on the left", "to the left", "off to the left", "on the left side",
-      "on the listener's left", "far to the left", "leftward", "on the left-hand side",
-      "hard left"),
-     ("from the left side", "at the far left", "all the way left"),
-     ("left",)),
-    ("front-left",
-     ("on the front left", "front left", "ahead and to the left", "slightly to the left",
-      "left of centre", "half left", "a little to the left", "ahead on the left",
-      "to the front left"),
-     ("forward left", "a bit left", "at the left front"),
-     ("left", "front", "ahead", "centre")),
-    ("front",
-     ("in front", "straight ahead", "ahead", "in the centre", "dead ahead",
-      "directly in front", "in the middle", "front and centre", "centre front"),
-     ("at the centre", "dead centre", "centre stage"),
-     ("front", "ahead", "centre", "middle", "straight")),
-    ("front-right",
-     ("on the front right", "front right", "ahead and to the right",
-      "slightly to the right", "right of centre", "half right", "a little to the right",
-      "ahead on the right", "to the front right"),
-     ("forward right", "a bit right", "at the right front"),
-     ("right", "front", "ahead", "centre")),
-    ("right",
-     ("on the right", "to the right", "off to the right", "on the right side",
-      "on the listener's right", "far to the right", "rightward",
-      "on the right-hand side", "hard right"),
-     ("from the right side", "at the far right", "all the way right"),
-     ("right",)),
-)
+# The default vocabulary lives in one place, the zone file hparams/zones.yaml, which
+# setup.py installs as the package resource spatial_clap_sb.hparams/zones.yaml.
+DEFAULT_ZONES_RESOURCE = ("spatial_clap_sb.hparams", "zones.yaml")
 # Articles, prepositions and the plainest joiner: never a sound's content on their own.
 FUNCTION_WORDS = frozenset(("a", "an", "the", "to", "of", "on", "in", "at", "from", "by",
                             "and"))
@@ -203,12 +175,9 @@ class ZoneVocabulary:
 
     @classmethod
     def default(cls):
-        """The default five equal zones (left, front-left, front, front-right, right)
-        with the wordings of :data:`DEFAULT_ZONE_WORDINGS`."""
-        edges = np.linspace(-90.0, 90.0, len(DEFAULT_ZONE_WORDINGS) + 1)
-        return cls([Zone(name, float(lo), float(hi), phrases, heldout, anchors)
-                    for (name, phrases, heldout, anchors), lo, hi
-                    in zip(DEFAULT_ZONE_WORDINGS, edges[:-1], edges[1:])])
+        """The default vocabulary: five equal zones (left, front-left, front,
+        front-right, right) as written in the zone file ``hparams/zones.yaml``."""
+        return cls(default_zone_config())
 
     @classmethod
     def uniform(cls, names, phrases):
@@ -291,6 +260,26 @@ class ZoneVocabulary:
             known = self._direction_word_cache[word] = word in self.direction_words or any(
                 len(stem) >= 4 and word.startswith(stem) for stem in self.direction_words)
         return known
+
+
+def default_zone_config():
+    """The zones of ``hparams/zones.yaml`` (installed with the package) as a list of dicts.
+
+    Every ``zones=None`` of the package means this vocabulary; recipes include the same
+    file, so the default zones have a single source.
+
+    Example
+    -------
+    >>> [zone["name"] for zone in default_zone_config()]
+    ['left', 'front-left', 'front', 'front-right', 'right']
+    """
+    return yaml.safe_load(_default_zone_file_text())
+
+
+@functools.lru_cache(maxsize=1)
+def _default_zone_file_text():
+    package, name = DEFAULT_ZONES_RESOURCE
+    return importlib.resources.files(package).joinpath(name).read_text(encoding="utf-8")
 
 
 def _zone_from_dict(config):

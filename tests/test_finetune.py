@@ -73,7 +73,7 @@ def runs(tmp_path_factory):
                     "--train_scene_counts={1: 32, 2: 32}", "--number_of_epochs=2")
     finetuned = train("hparams/finetune.yaml", tmp_path, "finetune",
                       f"--pretrained_model={default / 'model'}",
-                      f"--sources_csv={write_csv(unseen, tmp_path / 'unseen.csv')}", counts,
+                      f"--source_csv={write_csv(unseen, tmp_path / 'unseen.csv')}", counts,
                       "--train_scene_counts={1: 96, 2: 160}", "--number_of_epochs=4",
                       "--lr=0.001")
     return tmp_path, default, finetuned
@@ -122,7 +122,7 @@ def test_finetuning_on_one_clip_per_label(runs):
         for clip in clips:
             f.write(f"{clip.path},{clip.captions[0]},{os.path.basename(clip.path)}\n")
     out = train("hparams/finetune.yaml", tmp_path, "one_each",
-                f"--pretrained_model={default / 'model'}", f"--sources_csv={path}",
+                f"--pretrained_model={default / 'model'}", f"--source_csv={path}",
                 "--scene_counts={train: {1: 8, 2: 8}, valid: {1: 4, 2: 4}, "
                 "test_1src: {1: 4}, test_2src: {2: 8}, test_3src: {3: 0}}",
                 "--train_scene_counts={1: 16, 2: 16}", "--number_of_epochs=1",
@@ -148,7 +148,7 @@ def test_finetuning_on_a_csv_that_cannot_fill_a_split_stops_before_rendering(run
     path = write_csv(clips, tmp_path / "few.csv")  # six labels: test gets one clip
     result = train_expecting_failure(tmp_path, "few_run",
                                      f"--pretrained_model={default / 'model'}",
-                                     f"--sources_csv={path}")
+                                     f"--source_csv={path}")
     assert f"train.py: {path} cannot fill the requested scenes" in result.stderr
     assert "test: 1 clips with 1 distinct label(s)" in result.stderr
     assert "Traceback" not in result.stderr

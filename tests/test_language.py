@@ -388,11 +388,12 @@ def test_held_out_language_shares_no_wording_form_joiner_or_frame_with_training(
         assert not set(getattr(train, field)) & set(getattr(heldout, field)), field
 
 
-def test_the_zone_file_carries_the_default_vocabulary():
+def test_the_default_vocabulary_is_the_zone_file_of_the_recipes():
     from pathlib import Path
     zone_file = Path(__file__).parents[1] / "hparams" / "zones.yaml"
-    assert ZoneVocabulary(yaml.safe_load(zone_file.read_text())).to_config() == \
-        ZoneVocabulary.default().to_config()
+    assert ZoneVocabulary.default().to_config() == \
+        ZoneVocabulary(yaml.safe_load(zone_file.read_text())).to_config()
+    assert ZoneVocabulary.from_config(None).names == DEFAULT_NAMES
 
 
 @pytest.mark.parametrize("split", ["train", "heldout"])

@@ -36,6 +36,39 @@ THREE_ZONES = ("[{name: west, low: -90, high: -30, phrases: [to the west], "
                "heldout_phrases: [eastward]}]")
 
 
+def recipe_module():
+    """The recipe's train.py as a module."""
+    if RECIPE not in sys.path:
+        sys.path.insert(0, RECIPE)
+    import train
+    return train
+
+
+def test_the_finetuning_recipe_is_the_training_recipe_with_its_own_keys():
+    """finetune.yaml extends spatial_clap.yaml: the same model and objective, the
+    fine-tuning schedule, its own keys first and the command line last."""
+    train = recipe_module()
+    hparams_file, overrides = train.resolve_extends(
+        os.path.join(RECIPE, "hparams", "finetune.yaml"),
+        "pretrained_model: some/model\nlr: 0.0001")
+    assert os.path.basename(hparams_file) == "spatial_clap.yaml"
+    with open(hparams_file) as f:
+        finetune = load_hyperpyyaml(f, overrides)
+    with open(hparams_file) as f:
+        training = load_hyperpyyaml(f)
+    assert finetune["lr"] == 0.0001 and training["lr"] == 0.001  # command line wins
+    assert finetune["pretrained_model"] == "some/model"
+    assert finetune["source_zone_weight"] == 0.0 and training["source_zone_weight"] > 0
+    assert finetune["epoch_counter"].limit_to_stop == 3
+    assert finetune["scene_counts"]["train"] == {1: 200, 2: 200}
+    assert finetune["output_folder"].startswith("results/finetune")
+    for key in ("text_pooling_queries", "text_compose_clauses", "content_aware",
+                "sample_rate", "scl_weight", "batch_size"):
+        assert finetune[key] == training[key], key
+    assert [type(m).__name__ for m in finetune["modules"].values()] == \
+        [type(m).__name__ for m in training["modules"].values()]
+
+
 def run_recipe(tmp_path, *extra, launcher=None, timeout=600):
     """Runs train.py on the tiny data; returns its combined output."""
     command = (launcher or [sys.executable]) + [
@@ -194,10 +227,11 @@ def test_a_zones_override_reaches_the_model_objective_and_export(recipe):
     and the exported model file, not only of the data."""
     from spatial_clap_sb.export import resolved_model_yaml
 
-    hparams_file = os.path.join(RECIPE, "hparams", recipe)
     overrides = f"zones: {THREE_ZONES}"
     if recipe == "finetune.yaml":  # the folder is only read by train.py
         overrides += "\npretrained_model: results/spatial_clap/1234/model"
+    hparams_file, overrides = recipe_module().resolve_extends(
+        os.path.join(RECIPE, "hparams", recipe), overrides)
     with open(hparams_file) as f:
         hparams = load_hyperpyyaml(f, overrides)
     names = ["west", "middle", "east"]

@@ -19,14 +19,17 @@ every test manifest, fit the direction probe, write <output_folder>/test_metrics
 and export <output_folder>/model/. When fine-tuning, test_metrics.json holds ``before``
 (the pretrained model) and ``after`` (the fine-tuned one), and the log compares them.
 """
+import io
 import json
 import logging
 import os
 import sys
 
+import ruamel.yaml
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from hyperpyyaml.core import recursive_update
 from speechbrain.utils.distributed import run_on_main
 from speechbrain.utils.parameter_transfer import Pretrainer
 
@@ -235,12 +238,54 @@ def comparison_table(before, after):
                      for row in rows)
 
 
+def resolve_extends(hparams_file, overrides):
+    """The hparams file to load and its overrides, following ``extends:``.
+
+    A file whose ``extends:`` key names another hparams file (relative to it) holds
+    only the keys that differ from that file: it is loaded as that file with its keys
+    as overrides (nested mappings merge, as command-line overrides do), and the
+    command-line overrides apply last.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The hparams file given on the command line.
+    overrides : str or dict
+        The command-line overrides (YAML text, as ``sb.parse_arguments`` returns).
+
+    Returns
+    -------
+    hparams_file : str
+        The file to load (``hparams_file`` itself when it extends nothing).
+    overrides : str
+        The overrides to load it with, as YAML text.
+
+    Example
+    -------
+    >>> resolve_extends("hparams/finetune.yaml", "seed: 7")[0]
+    'hparams/spatial_clap.yaml'
+    """
+    yaml = ruamel.yaml.YAML()
+    with open(hparams_file, encoding="utf-8") as f:
+        own_keys = yaml.load(f)
+    if not own_keys or "extends" not in own_keys:
+        return hparams_file, overrides
+    base_file = os.path.join(os.path.dirname(hparams_file), own_keys.pop("extends"))
+    command_line = yaml.load(overrides) if isinstance(overrides, str) else overrides
+    if command_line:
+        recursive_update(own_keys, command_line)
+    merged = io.StringIO()
+    yaml.dump(own_keys, merged)
+    return resolve_extends(base_file, merged.getvalue())
+
+
 def main():
     argv = sys.argv[1:]
     if not torch.cuda.is_available() and not any(
             a.startswith("--distributed_backend") for a in argv):
         argv.append("--distributed_backend=gloo")  # SpeechBrain's default, nccl, needs GPUs
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file, overrides = resolve_extends(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, overrides)
