@@ -18,6 +18,10 @@ alike. Cases:
 - **peer**: the transformers CLAP audio tower (``ClapAudioModelWithProjection``, its
   default HTS-AT configuration, the LAION-CLAP architecture, random weights: speed does
   not depend on them) with its own feature extractor, on 10-s mono clips at 48 kHz;
+- **pretrained content encoder** (with ``--pretrained_content``): what caching the
+  features of a frozen AST-base (``ASTConfig()``, the size of
+  MIT/ast-finetuned-audioset-10-10-0.4593, random weights) costs per 10-s scene, the
+  one-off pass of ``hparams/spatial_clap_pretrained.yaml`` and ``audiocaps_gpu.yaml``;
 - **text queries**: ``encode_text`` on held-out-language scene captions, with an empty
   cache of MiniLM states (cold) and again (cached);
 - **training** (with ``--data_folder``): the recipe's training step on a batch mixed on
@@ -141,6 +145,28 @@ def peer_case(n_clips, seconds):
                                      sampling_rate=extractor.sampling_rate,
                                      truncation="rand_trunc")  # no fusion: 10-s clips
                 peer(input_features=features["input_features"])
+
+    return run, n_clips * seconds
+
+
+def pretrained_content_case(n_clips, seconds, batch_size):
+    """A frozen AST-base on mid signals, as the feature cache runs it (time frames)."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
+
+    from spatial_clap_sb.models.pretrained_audio import PretrainedAudioEncoder
+
+    folder = tempfile.mkdtemp()
+    torch.manual_seed(0)
+    ASTModel(ASTConfig()).save_pretrained(folder)
+    ASTFeatureExtractor().save_pretrained(folder)
+    encoder = PretrainedAudioEncoder(folder, sample_rate=16000, frame_mode="time")
+    mids = torch.from_numpy(np.stack([c.mean(1) for c in
+                                      stereo_clips(n_clips, seconds, 16000)]))
+
+    def run():
+        with torch.inference_mode():
+            for start in range(0, n_clips, batch_size):
+                encoder(mids[start:start + batch_size])
 
     return run, n_clips * seconds
 
@@ -311,6 +337,8 @@ def main():
     parser.add_argument("--train_batch_size", type=int, default=64)
     parser.add_argument("--n_captions", type=int, default=600)
     parser.add_argument("--no_peer", action="store_true", help="skip the CLAP peer")
+    parser.add_argument("--pretrained_content", action="store_true",
+                        help="add the cost of caching a frozen AST-base's features")
     parser.add_argument("--long_file", type=float, default=None, metavar="SECONDS",
                         help="only embed one file this long and report its peak memory")
     args = parser.parse_args()
@@ -327,6 +355,9 @@ def main():
         if not args.no_peer:
             cases["peer: transformers CLAP audio tower (48 kHz)"] = \
                 peer_case(args.n_clips, args.seconds)
+        if args.pretrained_content:
+            cases["pretrained content encoder: AST-base, feature cache"] = \
+                pretrained_content_case(args.n_clips, args.seconds, args.batch_size)
         cases.update(text_cases(model, args.n_captions))
         training = TrainingStep(args.data_folder, args.train_batch_size) \
             if args.data_folder else None

@@ -165,7 +165,9 @@ class SpatialCLAPBrain(sb.Brain):
         """Embeds the batch's stereo audio and (in training and validation) captions."""
         batch = batch.to(self.device)
         wavs, lengths = batch.sig
-        audio = self.modules.audio_encoder(wavs, lengths)
+        cached = getattr(batch, "content_frames", None)  # a frozen encoder's, from disk
+        audio = self.modules.audio_encoder(
+            wavs, lengths, content_frames=None if cached is None else cached.data)
         if stage == sb.Stage.TEST:
             return {"audio": audio}
         return {"audio": audio, "text": self.modules.text_tower(batch.caption)}

@@ -1,16 +1,18 @@
 """Atomic file writes: a reader (or a run killed mid-write) never sees half a file.
 
-Every manifest, option file, clip list and metrics file the package writes goes through
-here: the text goes to a temporary file in the target's folder (unique per process, so
+Every manifest, option file, clip list, array file and metrics file the package writes
+goes through here: the text goes to a temporary file in the target's folder (unique per process, so
 processes of one run may write the same target at once), which is then renamed over the
 target (``os.replace`` is atomic on one file system). Leftover temporaries end in
-``.tmp``.
+``.tmp`` (``.tmp.npz`` for arrays).
 """
 import json
 import os
 import uuid
 
-__all__ = ["atomic_write_text", "atomic_write_json"]
+import numpy as np
+
+__all__ = ["atomic_write_text", "atomic_write_json", "atomic_write_npz"]
 
 
 def atomic_write_text(path, text):
@@ -49,3 +51,26 @@ def atomic_write_json(path, content):
     {'a': 'é'}
     """
     atomic_write_text(path, json.dumps(content, indent=2))
+
+
+def atomic_write_npz(path, **arrays):
+    """Writes arrays to an ``.npz`` file atomically (``numpy.savez``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "v.npz")
+    >>> atomic_write_npz(path, x=np.arange(3))
+    >>> np.load(path)["x"].tolist()
+    [0, 1, 2]
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}."
+                               f"{uuid.uuid4().hex[:8]}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

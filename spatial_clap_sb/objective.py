@@ -10,6 +10,8 @@ up with their weights and logs every one, in training and in validation::
     direction         one-source scenes against direction-only prompts of every zone
     source_zone       SELD-style: a linear per-class read-out of the embeddings names the
                       zone of each labelled source
+    content           a scene's caption against the same caption with one sound replaced
+                      by another scene's (same directions, same words around it)
 
 ``clap`` is always on; any other term is on when its weight is above 0. The weights are
 constructor arguments, so the recipe builds the objective in its YAML
@@ -24,6 +26,7 @@ target to move towards. The direction term names directions on their own ("a sou
 the left", "a noise far to the right": a prompt form and a wording per zone drawn each
 step), the training signal zero-shot direction classification needs.
 """
+import logging
 import random
 
 import numpy as np
@@ -39,10 +42,11 @@ from spatial_clap_sb.losses import (
 )
 from spatial_clap_sb.models.source_zone import SourceZoneHead
 
-TERMS = ("clap", "scl", "text_consistency", "direction", "source_zone")
+logger = logging.getLogger(__name__)
+
+TERMS = ("clap", "scl", "text_consistency", "direction", "source_zone", "content")
 # Largest source-zone read-out built (weights): the default has 25 classes x 5 zones x
-# 513. A corpus without class labels gives one class per clip (tens of thousands), a
-# head of hundreds of millions of weights that learns nothing per class.
+# 513; AudioSet's 527 labels as tags give 1.35 M.
 MAX_SOURCE_ZONE_WEIGHTS = 10_000_000
 
 
@@ -78,6 +82,59 @@ def pick_paraphrases(captions, phrasings, rng=random):
     return paraphrases, usable
 
 
+def content_swapped_captions(captions, sources, rng=random, per_scene=2):
+    """Each scene's caption with one of its sounds replaced by a sound of another scene
+    of the batch: hard negatives that differ from the caption in content alone.
+
+    A source's sound is found in the caption as its ``caption`` text (any case); the
+    replacement is the sound of a source of another scene whose class (label, else
+    caption) no source of this scene has.
+
+    Arguments
+    ---------
+    captions : list of str
+        The caption of each scene.
+    sources : list of list of dict
+        Per scene, its sources (``caption`` and ``label``).
+    rng : random.Random
+    per_scene : int
+        Negatives drawn per scene (fewer when the caption or the batch has no more).
+
+    Returns
+    -------
+    list of list of str
+
+    Example
+    -------
+    >>> sources = [[{"caption": "a dog barks", "label": "dog"}],
+    ...            [{"caption": "rain falls", "label": "rain"}]]
+    >>> content_swapped_captions(["On the left a dog barks", "rain falls ahead"],
+    ...                          sources, per_scene=1)
+    [['On the left rain falls'], ['a dog barks ahead']]
+    """
+    def kind(source):
+        return source.get("label") or source["caption"]
+
+    pool = {}
+    for scene in sources:
+        for source in scene:
+            pool.setdefault(kind(source), set()).add(source["caption"])
+    negatives = []
+    for caption, scene in zip(captions, sources):
+        present = {kind(source) for source in scene}
+        others = sorted(c for k, texts in pool.items() if k not in present for c in texts)
+        found = [s["caption"] for s in scene if s["caption"].lower() in caption.lower()]
+        swapped = set()
+        for _ in range(per_scene * 3):
+            if len(swapped) == per_scene or not found or not others:
+                break
+            sound, replacement = rng.choice(found), rng.choice(others)
+            start = caption.lower().index(sound.lower())
+            swapped.add(caption[:start] + replacement + caption[start + len(sound):])
+        negatives.append(sorted(swapped))
+    return negatives
+
+
 class SpatialCLAPObjective(nn.Module):
     """The training loss of Spatial-CLAP as named, weighted terms (module docstring).
 
@@ -87,6 +144,8 @@ class SpatialCLAPObjective(nn.Module):
         The zone vocabulary (direction prompts and the source-zone read-out).
     scl_weight, text_consistency_weight, direction_weight, source_zone_weight : float
         Weights of the terms (0 = off); ``clap`` has weight 1.
+    content_weight : float
+        Weight of the content-swapped hard negatives (0 = off).
     source_zone_on_text : bool
         The source-zone read-out also reads the caption embeddings (one shared head:
         both towers write the same class-by-zone code into the joint space).
@@ -103,13 +162,15 @@ class SpatialCLAPObjective(nn.Module):
     """
 
     def __init__(self, zones, scl_weight=1.0, text_consistency_weight=0.0,
-                 direction_weight=0.0, source_zone_weight=0.0, source_zone_on_text=True):
+                 direction_weight=0.0, source_zone_weight=0.0, source_zone_on_text=True,
+                 content_weight=0.0):
         super().__init__()
         self.zones = ZoneVocabulary.from_config(zones)
         self.weights = {"clap": 1.0, "scl": float(scl_weight),
                         "text_consistency": float(text_consistency_weight),
                         "direction": float(direction_weight),
-                        "source_zone": float(source_zone_weight)}
+                        "source_zone": float(source_zone_weight),
+                        "content": float(content_weight)}
         negative = [name for name, weight in self.weights.items() if weight < 0]
         if negative:
             raise ValueError(f"Objective weights must be >= 0 (0 = off): {negative}.")
@@ -125,33 +186,43 @@ class SpatialCLAPObjective(nn.Module):
 
         The classes are known only once the data is prepared, so the head is added
         then (by the recipe), not in the YAML. Nothing happens when the term is off.
+        Classes are labels or tags (:func:`~spatial_clap_sb.models.source_zone.
+        source_classes`); training data with neither (captioned corpora such as
+        Clotho) switches the term off, with a warning.
 
         Arguments
         ---------
         labels : iterable of str
-            The class keys of the training sources
-            (:func:`~spatial_clap_sb.models.source_zone.source_class_key`).
+            The classes of the training sources.
         embedding_dim : int
             Size of the joint space.
 
         Returns
         -------
         SourceZoneHead or None
+
+        Raises
+        ------
+        ValueError
+            When the read-out would exceed ``MAX_SOURCE_ZONE_WEIGHTS`` weights.
         """
         if not self.is_on("source_zone"):
             return None
         labels = set(labels)
         if not labels:
-            raise ValueError("source_zone_weight > 0 needs training sources with a label, "
-                             "clip_id or caption; set --source_zone_weight=0.")
+            logger.warning("No training source has a class label or tags: the "
+                           "source-zone term is off (it reads classes, never one per "
+                           "clip). Label the clips, or give AudioCaps its AudioSet tags "
+                           "(--audioset_tags), to use it.")
+            self.weights["source_zone"] = 0.0
+            return None
         weights = len(labels) * len(self.zones) * (embedding_dim + 1)
         if weights > MAX_SOURCE_ZONE_WEIGHTS:
             raise ValueError(
                 f"The source-zone read-out would have {len(labels)} classes x "
                 f"{len(self.zones)} zones x {embedding_dim + 1} = {weights:,} weights "
-                f"(at most {MAX_SOURCE_ZONE_WEIGHTS:,}): clips without a class label "
-                "count as a class each. Give the clips labels (a label column), or set "
-                "--source_zone_weight=0.")
+                f"(at most {MAX_SOURCE_ZONE_WEIGHTS:,}). Use coarser labels or tags, or "
+                "set --source_zone_weight=0.")
         self.source_zone_head = SourceZoneHead(labels, self.zones.names, embedding_dim)
         return self.source_zone_head
 
@@ -189,12 +260,17 @@ class SpatialCLAPObjective(nn.Module):
         if self.is_on("direction"):
             prompt_rng = np.random.default_rng(rng.getrandbits(64))
             prompts = text_tower(random_direction_prompts(prompt_rng, self.zones))
+        content = None
+        if self.is_on("content"):
+            content = embed_negatives(text_tower, content_swapped_captions(
+                batch.caption, batch.sources, rng), audio)
         return self.terms(audio, text, logit_scale, negatives=negatives, mask=mask,
                           paraphrases=paraphrases, usable=usable, prompts=prompts,
-                          zone_index=batch.zone_index.data, sources=batch.sources)
+                          zone_index=batch.zone_index.data, sources=batch.sources,
+                          content=content)
 
     def terms(self, audio, text, logit_scale, negatives=None, mask=None, paraphrases=None,
-              usable=None, prompts=None, zone_index=None, sources=None):
+              usable=None, prompts=None, zone_index=None, sources=None, content=None):
         """The terms from embeddings alone (what :meth:`forward` computes after embedding
         the texts; tests and probes call it with embeddings of their own).
 
@@ -213,7 +289,9 @@ class SpatialCLAPObjective(nn.Module):
             ``[n_zones, D]`` direction prompts; ``zone_index`` ``[B]`` the zone of a
             one-source scene, -1 for the others.
         sources : list of list of dict
-            Per scene, its sources (``zone`` and a class key), for the read-out.
+            Per scene, its sources (``zone`` and a label or tags), for the read-out.
+        content : tuple of torch.Tensor
+            ``([B, P, D], [B, P])``: content-swapped captions and which are real.
 
         Returns
         -------
@@ -230,6 +308,8 @@ class SpatialCLAPObjective(nn.Module):
         if self.is_on("direction"):
             terms["direction"] = prompt_classification_loss(audio, prompts, zone_index,
                                                             logit_scale)
+        if self.is_on("content"):
+            terms["content"] = scl_loss(audio, text, *content, logit_scale)
         return terms
 
     def _source_zone_term(self, audio, text, sources):

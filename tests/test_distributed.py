@@ -49,7 +49,8 @@ def objective(leaves, head, rows):
     """The recipe's objective (its terms and default weights) on the rows ``rows``."""
     recipe = SpatialCLAPObjective(ZoneVocabulary.default(), scl_weight=1.0,
                                   text_consistency_weight=3.0, direction_weight=1.0,
-                                  source_zone_weight=3.0, source_zone_on_text=True)
+                                  source_zone_weight=3.0, source_zone_on_text=True,
+                                  content_weight=1.0)
     recipe.source_zone_head = head
     rows = torch.as_tensor(rows)
     has_negatives = torch.tensor([int(r) in WITH_NEGATIVES for r in rows])
@@ -61,7 +62,8 @@ def objective(leaves, head, rows):
         paraphrases=leaves["anchors"][rows],
         usable=torch.tensor([int(r) in USABLE_PARAPHRASE for r in rows]),
         prompts=leaves["prompts"],
-        zone_index=torch.tensor([ZONE_OF_ROW[int(r)] for r in rows]), sources=sources)
+        zone_index=torch.tensor([ZONE_OF_ROW[int(r)] for r in rows]), sources=sources,
+        content=(leaves["negatives"][rows].flip(1), has_negatives[:, None].expand(-1, P)))
     assert sorted(terms) == sorted(TERMS)  # every term takes part
     return recipe.total(terms)
 

@@ -255,7 +255,7 @@ def test_too_few_labels_raises(bank, zones, config):
     clips, load = make_clips(["a", "a", "b", "b"])
     mixer = SceneMixer(clips, bank, zones, load, config)
     mixer.draw(np.random.default_rng(0), 2)  # two labels are enough for two sources
-    with pytest.raises(ValueError, match="distinct labels"):
+    with pytest.raises(ValueError, match="different sounds"):
         mixer.draw(np.random.default_rng(0), 3)
 
 

@@ -12,7 +12,7 @@ from spatial_clap_sb.objective import TERMS, SpatialCLAPObjective
 D = 8
 ZONES = ZoneVocabulary.default()
 WEIGHTS = dict(scl_weight=1.0, text_consistency_weight=3.0, direction_weight=1.0,
-               source_zone_weight=3.0)
+               source_zone_weight=3.0, content_weight=1.0)
 
 
 def hashed_tower(captions):
@@ -55,7 +55,8 @@ def test_every_term_that_is_on_is_returned_by_name():
     assert all(value.dim() == 0 and torch.isfinite(value) for value in terms.values())
 
 
-@pytest.mark.parametrize("off", ["scl", "text_consistency", "direction", "source_zone"])
+@pytest.mark.parametrize("off", ["scl", "text_consistency", "direction", "source_zone",
+                                 "content"])
 def test_a_term_with_weight_zero_is_off(off):
     weights = dict(WEIGHTS, **{f"{off}_weight": 0.0})
     objective = SpatialCLAPObjective(ZONES, **weights)
@@ -70,7 +71,7 @@ def test_total_is_the_weighted_sum_and_gradients_reach_the_read_out():
     head = objective.add_source_zone_head(["dog", "bell"], D)
     terms = objective_terms(objective)
     expected = (terms["clap"] + terms["scl"] + 3 * terms["text_consistency"]
-                + terms["direction"] + 3 * terms["source_zone"])
+                + terms["direction"] + 3 * terms["source_zone"] + terms["content"])
     total = objective.total(terms)
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     total.backward()
@@ -98,8 +99,9 @@ def test_source_zone_term_needs_its_read_out_and_labels():
     objective = SpatialCLAPObjective(ZONES, **WEIGHTS)
     with pytest.raises(RuntimeError, match="add_source_zone_head"):
         objective_terms(objective)
-    with pytest.raises(ValueError, match="source_zone_weight"):
-        objective.add_source_zone_head([], D)
+    assert objective.add_source_zone_head([], D) is None  # no classes: the term is off
+    assert not objective.is_on("source_zone")
+    assert "source_zone" not in objective_terms(objective)
     off = SpatialCLAPObjective(ZONES, **dict(WEIGHTS, source_zone_weight=0.0))
     assert off.add_source_zone_head(["dog"], D) is None
     assert not list(off.parameters())  # nothing to train or checkpoint
@@ -119,7 +121,7 @@ objective: !new:spatial_clap_sb.objective.SpatialCLAPObjective
 """
     objective = load_hyperpyyaml(yaml, {"scl_weight": 0.0})["objective"]
     assert objective.weights == {"clap": 1.0, "scl": 0.0, "text_consistency": 0.0,
-                                 "direction": 0.5, "source_zone": 0.0}
+                                 "direction": 0.5, "source_zone": 0.0, "content": 0.0}
     assert objective.zones.names == ["left", "right"]
 
 
@@ -132,3 +134,18 @@ def test_a_read_out_of_one_class_per_clip_is_refused_with_the_fix():
     clips = [f"clip{i:05d}" for i in range(49_000)]  # AudioCaps-sized, no labels
     with pytest.raises(ValueError, match=r"49000 classes.*source_zone_weight=0"):
         SpatialCLAPObjective(ZONES, **WEIGHTS).add_source_zone_head(clips, 512)
+
+
+def test_content_negatives_change_one_sound_and_keep_every_direction():
+    from spatial_clap_sb.objective import content_swapped_captions
+
+    scenes = batch()
+    rain = {"caption": "rain falls", "label": "rain", "zone": "front"}
+    captions = scenes.caption + ["Rain falls in front"]
+    negatives = content_swapped_captions(captions, scenes.sources + [[rain]],
+                                         random.Random(0), per_scene=2)
+    assert set(negatives[0]) == {"a bell rings on the left", "rain falls on the left"}
+    assert negatives[1] and all(
+        "on the left" in n and "on the right" in n and "rain falls" in n
+        for n in negatives[1])  # dog or bell replaced by the only other sound
+    assert set(negatives[2]) == {"a dog barks in front", "a bell rings in front"}

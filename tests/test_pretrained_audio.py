@@ -31,6 +31,8 @@ from transformers import (  # noqa: E402
     Wav2Vec2Model,
 )
 
+from tiny_model import TINY_AST  # noqa: E402
+
 from spatial_clap_sb.models.pretrained_audio import (  # noqa: E402
     PretrainedAudioEncoder,
     PretrainedAudioLoadError,
@@ -50,17 +52,7 @@ W2V_FRAMES = 199
 
 
 def _ast_config():
-    return ASTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        patch_size=16,
-        num_mel_bins=32,
-        max_length=200,
-        frequency_stride=16,
-        time_stride=10,
-    )
+    return ASTConfig(**TINY_AST)
 
 
 def _clap_audio_config(**overrides):

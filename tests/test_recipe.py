@@ -69,6 +69,26 @@ def test_the_finetuning_recipe_is_the_training_recipe_with_its_own_keys():
         [type(m).__name__ for m in training["modules"].values()]
 
 
+@pytest.mark.parametrize("recipe", ["spatial_clap_pretrained.yaml", "audiocaps_gpu.yaml"])
+def test_the_pretrained_encoder_recipes_resolve(recipe, tmp_path):
+    """The frozen-encoder recipes extend the training one; the content encoder is the
+    transformers model they name (here a tiny local AST in its place)."""
+    from tiny_model import save_tiny_ast
+
+    ast = save_tiny_ast(tmp_path / "ast")
+    hparams_file, overrides = recipe_module().resolve_extends(
+        os.path.join(RECIPE, "hparams", recipe),
+        f"content_model: {ast}\nsource_csv: /corpus\naudio_dir: /audio")
+    with open(hparams_file) as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    encoder = hparams["model"]["content_encoder"]
+    assert type(encoder).__name__ == "PretrainedAudioEncoder" and encoder.freeze
+    assert encoder.source == ast and not hparams["dynamic_mixing"]
+    if recipe == "audiocaps_gpu.yaml":
+        assert hparams["source_format"] == "audiocaps" and hparams["precision"] == "bf16"
+        assert hparams["model"]["chunk_seconds"] == hparams["mixer"]["scene_duration"] == 10
+
+
 def run_recipe(tmp_path, *extra, launcher=None, timeout=600):
     """Runs train.py on the tiny data; returns its combined output."""
     command = (launcher or [sys.executable]) + [

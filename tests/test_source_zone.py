@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spatial_clap_sb.models.source_zone import SourceZoneHead, source_class_key
+from spatial_clap_sb.models.source_zone import SourceZoneHead, source_classes
 
 ZONES = ["left", "front", "right"]
 
@@ -12,12 +12,11 @@ def scene(*pairs):
     return [{"label": label, "caption": f"a {label}", "zone": zone} for label, zone in pairs]
 
 
-def test_class_key_prefers_label_then_clip_then_caption():
-    assert source_class_key({"label": "dog", "clip_id": "d1", "caption": "x"}) == "dog"
-    assert source_class_key({"label": None, "clip_id": "d1", "caption": "x"}) == "d1"
-    assert source_class_key({"caption": "a dog barks"}) == "a dog barks"
-    with pytest.raises(ValueError, match="no label"):
-        source_class_key({"zone": "left"})
+def test_classes_are_tags_then_the_label_and_never_the_clip():
+    assert source_classes({"label": "dog", "clip_id": "d1", "caption": "x"}) == ("dog",)
+    assert source_classes({"label": "dog", "tags": ["/m/a", "/m/b"]}) == ("/m/a", "/m/b")
+    assert source_classes({"label": None, "clip_id": "d1", "caption": "x"}) == ()
+    assert source_classes({"caption": "a dog barks"}) == ()
 
 
 def test_targets_flatten_known_sources_and_skip_unknown_ones():

@@ -1,5 +1,6 @@
-"""A tiny exported Spatial-CLAP model and test audio, shared by the inference and CLI
-tests (the fixtures that use them are in conftest.py)."""
+"""A tiny exported Spatial-CLAP model, a tiny pretrained audio model and test audio,
+shared by the inference, CLI and pretrained-encoder tests (the fixtures that use them
+are in conftest.py)."""
 import io
 import os
 
@@ -16,6 +17,12 @@ SR = 16000
 EMB_DIM = 32
 TINY_OVERRIDES = dict(n_mels=32, content_dim=16, spatial_hidden=8,
                       fusion_dim=16, pooling_queries=2, embedding_dim=EMB_DIM)
+
+# A tiny AST (< 1M parameters): 32 mel bins x 200 fbank frames (2 s), 16x16 patches,
+# strides 16 (freq) and 10 (time): a 2 x 19 patch grid.
+TINY_AST = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                intermediate_size=64, patch_size=16, num_mel_bins=32, max_length=200,
+                frequency_stride=16, time_stride=10)
 
 _CACHE = {}  # one tiny model and one set of wavs per test session (shared with test_cli)
 
@@ -53,6 +60,18 @@ def export_tiny_model(folder, extra_yaml="", seed=0, modify=None, **overrides):
     for name, module in hparams["modules"].items():
         torch.save(module.state_dict(), os.path.join(folder, f"{name}.ckpt"))
     return folder
+
+
+def save_tiny_ast(folder, seed=0):
+    """Saves a randomly initialised tiny AST and its feature extractor to ``folder``
+    (loaded offline as a user's local checkpoint would be); returns the folder."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
+
+    torch.manual_seed(seed)
+    ASTModel(ASTConfig(**TINY_AST)).save_pretrained(folder)
+    ASTFeatureExtractor(num_mel_bins=TINY_AST["num_mel_bins"],
+                        max_length=TINY_AST["max_length"]).save_pretrained(folder)
+    return str(folder)
 
 
 def _noise(seconds, sr, seed):

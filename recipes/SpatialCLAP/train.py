@@ -39,6 +39,10 @@ from spatial_clap_sb.data.checks import (
     check_split_capacity,
     checked_manifests,
 )
+from spatial_clap_sb.data.content_features import (
+    ContentFeatureCache,
+    is_frozen_pretrained,
+)
 from spatial_clap_sb.data.pipelines import dynamic_scene_dataset, scene_dataset
 from spatial_clap_sb.data.prepare import (
     HELDOUT_SUFFIX,
@@ -49,12 +53,13 @@ from spatial_clap_sb.data.prepare import (
 from spatial_clap_sb.evaluation import direction_probe, scene_metrics
 from spatial_clap_sb.export import check_checkpoint_fits, export_model
 from spatial_clap_sb.files import atomic_write_json
-from spatial_clap_sb.models.source_zone import source_class_key
+from spatial_clap_sb.models.source_zone import source_classes
 from spatial_clap_sb.trust import UntrustedModelError, check_weights
 
 PREPARE_KEYS = ("source_csv", "source_format", "audio_dir", "n_clips_per_class",
                 "scene_counts", "zones", "spatialiser", "mixer", "split_fractions",
-                "split_by", "seed", "heldout_language", "on_bad_data")
+                "split_by", "seed", "heldout_language", "on_bad_data", "audioset_tags",
+                "max_caption_similarity")
 # The metrics of the before/after table of a fine-tuning run.
 COMPARED_METRICS = ("t2a_R@1", "a2t_R@1", "assignment_acc", "direction_acc",
                     "direction_probe_acc")
@@ -82,12 +87,40 @@ def prepare_manifests(hparams):
                                        hparams["heldout_language"], hparams["zones"])}
 
 
-def dataio_prepare(hparams, manifests):
+def content_feature_cache(hparams, manifests, run_opts):
+    """With a frozen pretrained content encoder and stored scenes: its features of
+    every scene file, computed once (main process) and read from disk after; else None.
+    """
+    encoder = hparams["model"]["content_encoder"]
+    if not is_frozen_pretrained(encoder):
+        return None
+    if hparams["dynamic_mixing"]:
+        logger.warning("The frozen content encoder runs on every scene of every step: "
+                       "scenes mixed on the fly cannot reuse features. "
+                       "--dynamic_mixing=False trains on stored scenes whose features "
+                       "are computed once.")
+        return None
+    cache = ContentFeatureCache(encoder, os.path.join(hparams["data_folder"],
+                                                      "content_features"),
+                                hparams["sample_rate"],
+                                run_opts["device"] or ("cuda:0" if torch.cuda.is_available()
+                                                       else "cpu"))
+    wavs = []
+    for path in manifests.values():
+        with open(path, encoding="utf-8") as f:
+            wavs += [entry["wav"].replace("{data_root}", hparams["data_folder"])
+                     for entry in json.load(f).values()]
+    run_on_main(cache.fill, args=[wavs])
+    return cache
+
+
+def dataio_prepare(hparams, manifests, content_cache=None):
     """Builds the train, valid and test datasets."""
     def dataset(name, train=False):
         return scene_dataset(manifests[name], hparams["data_folder"],
                              hparams["sample_rate"], hparams["zones"], train=train,
-                             seed=hparams["seed"], epoch_counter=hparams["epoch_counter"])
+                             seed=hparams["seed"], epoch_counter=hparams["epoch_counter"],
+                             content_cache=content_cache)
 
     if hparams["dynamic_mixing"]:
         mixer = split_mixer(hparams["data_folder"], "train")
@@ -98,13 +131,14 @@ def dataio_prepare(hparams, manifests):
         train = dynamic_scene_dataset(mixer, hparams["train_scene_counts"],
                                       hparams["seed"], hparams["zones"],
                                       epoch_counter=hparams["epoch_counter"])
-        labels = {source_class_key(vars(clip)) for clip in mixer.clips}
+        labels = {name for clip in mixer.clips for name in source_classes(vars(clip))}
     else:
         max_sources = max(k for k, n in hparams["train_scene_counts"].items() if n > 0)
         train = dataset("train", train=True).filtered_sorted(
             key_max_value={"n_sources": max_sources})
         with train.output_keys_as(["sources"]):
-            labels = {source_class_key(s) for item in train for s in item["sources"]}
+            labels = {name for item in train for s in item["sources"]
+                      for name in source_classes(s)}
     tests = [name for name in manifests if name not in ("train", "valid")]
     return train, dataset("valid"), {name: dataset(name) for name in tests}, labels
 
@@ -295,7 +329,9 @@ def main():
     try:
         load_pretrained(hparams)  # first: a refused model folder costs no preparation
         manifests = prepare_manifests(hparams)
-        train_set, valid_set, test_sets, labels = dataio_prepare(hparams, manifests)
+        content_cache = content_feature_cache(hparams, manifests, run_opts)
+        train_set, valid_set, test_sets, labels = dataio_prepare(hparams, manifests,
+                                                                 content_cache)
     except (DataCheckError, UntrustedModelError) as error:  # the message is the report
         sys.exit(f"train.py: {error}")
     freeze_modules(hparams)

@@ -1,8 +1,10 @@
-"""Scene mixer: k mono source clips, distinct zones and labels, convolved with stereo RIRs.
+"""Scene mixer: k mono source clips, distinct zones and sounds, convolved with stereo RIRs.
 
 A scene is drawn entirely from a ``numpy.random.Generator``, so a seed fixes it: which
 clips, which room, which zone and position for each source, the levels and the time
-offsets. All sources of a scene share one room. :meth:`SceneMixer.draw` returns the
+offsets. All sources of a scene share one room. The clips of a scene describe different
+sounds (:class:`MixingRule`), so that a caption and its permuted-direction twin never
+describe the same scene. :meth:`SceneMixer.draw` returns the
 metadata alone (cheap); :meth:`SceneMixer.render` turns it into audio. Splitting the two
 lets prepare resume an interrupted run without re-rendering finished scenes, and lets a
 training loader mix scenes on the fly.
@@ -63,6 +65,59 @@ class MixerConfig:
         return int(round(self.scene_duration * self.sample_rate))
 
 
+@dataclass(frozen=True)
+class MixingRule:
+    """Which clips may sound together in one scene.
+
+    Two clips may not share a scene when they are the same clip, share a caption,
+    have the same class label, or share a sound-event tag (the paper's rule for
+    AudioCaps: AudioSet labels that do not overlap). Clips that carry neither a label
+    nor tags (captioned corpora such as Clotho) fall back on their captions: with
+    ``caption_embeddings``, two such clips whose captions lie at cosine similarity
+    ``max_caption_similarity`` or above under a frozen sentence encoder are taken as
+    the same sound.
+
+    Arguments
+    ---------
+    caption_embeddings : dict, optional
+        ``clip_id -> unit vector`` (the mean sentence embedding of the clip's
+        captions) of the clips without label and tags.
+    max_caption_similarity : float, optional
+        The similarity from which two label-free clips count as the same sound.
+
+    Example
+    -------
+    >>> from spatial_clap_sb.data.sources import SourceClip
+    >>> rule = MixingRule()
+    >>> dog = SourceClip("d", "d.wav", ("a dog barks",), tags=("Dog", "Bark"))
+    >>> puppy = SourceClip("p", "p.wav", ("a puppy yaps",), tags=("Dog",))
+    >>> rain = SourceClip("r", "r.wav", ("rain falls",), tags=("Rain",))
+    >>> rule.may_mix(dog, [puppy]), rule.may_mix(dog, [rain])
+    (False, True)
+    """
+
+    caption_embeddings: dict = None
+    max_caption_similarity: float = None
+
+    def may_mix(self, clip, chosen):
+        """Whether ``clip`` may join the clips ``chosen`` for the same scene."""
+        return not any(self.same_sound(clip, other) for other in chosen)
+
+    def same_sound(self, a, b):
+        """Whether two clips count as the same sound (see the class docstring)."""
+        if a.clip_id == b.clip_id or set(a.captions) & set(b.captions):
+            return True
+        if a.label is not None and a.label == b.label:
+            return True
+        if set(a.tags) & set(b.tags):
+            return True
+        if self.max_caption_similarity is None or not self.caption_embeddings:
+            return False
+        va, vb = self.caption_embeddings.get(a.clip_id), self.caption_embeddings.get(b.clip_id)
+        return va is not None and vb is not None and \
+            float(np.dot(va, vb)) >= self.max_caption_similarity
+
+
 class SceneMixer:
     """Draws and renders multi-source stereo scenes from clips and an RIR bank.
 
@@ -77,15 +132,19 @@ class SceneMixer:
     load : callable
         ``load(clip_id) -> mono float32 array`` at the bank's sample rate.
     config : MixerConfig, optional
+    rule : MixingRule, optional
+        Which clips may share a scene (default: :class:`MixingRule` without caption
+        similarity).
     """
 
-    def __init__(self, clips, bank, zones, load, config=None):
+    def __init__(self, clips, bank, zones, load, config=None, rule=None):
         self.clips = sorted(clips, key=lambda c: c.clip_id)
         self.by_id = {c.clip_id: c for c in self.clips}
         self.bank = bank
         self.zones = zones
         self.load = load
         self.config = config or MixerConfig(sample_rate=bank.sample_rate)
+        self.rule = rule or MixingRule()
         # Convolution by FFT: long enough that the first n_samples of the product are
         # the linear convolution's (nothing wraps around into them).
         self._n_fft = scipy.fft.next_fast_len(
@@ -102,21 +161,19 @@ class SceneMixer:
             )
 
     def _pick_clips(self, rng, n_sources):
-        """Picks ``n_sources`` clips with distinct labels (distinct clips if unlabelled)."""
+        """Picks ``n_sources`` clips of different sounds (see :class:`MixingRule`)."""
         order = rng.permutation(len(self.clips))
-        chosen, labels = [], set()
+        chosen = []
         for index in order:
             clip = self.clips[index]
-            key = clip.label if clip.label is not None else clip.clip_id
-            if key in labels:
-                continue
-            chosen.append(clip)
-            labels.add(key)
-            if len(chosen) == n_sources:
-                return chosen
+            if self.rule.may_mix(clip, chosen):
+                chosen.append(clip)
+                if len(chosen) == n_sources:
+                    return chosen
         raise ValueError(
-            f"A {n_sources}-source scene needs {n_sources} clips with distinct labels; "
-            f"this split has only {len(labels)}."
+            f"A {n_sources}-source scene needs {n_sources} clips of different sounds "
+            f"(labels, tags and captions); this split has only {len(chosen)} that may "
+            "sound together."
         )
 
     def draw(self, rng, n_sources, language="train", n_captions=N_PHRASINGS):
@@ -161,6 +218,7 @@ class SceneMixer:
                 clip_id=clip.clip_id,
                 caption=clip.captions[int(rng.integers(len(clip.captions)))],
                 label=clip.label,
+                **({"tags": list(clip.tags)} if clip.tags else {}),
                 zone=self.zones.zones[zone_id].name,
                 azimuth=round(float(self.bank.azimuths[room, zone_id, position]), 2),
                 distance=round(float(self.bank.distances[room, zone_id, position]), 3),

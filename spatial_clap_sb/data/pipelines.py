@@ -13,6 +13,8 @@ A manifest entry (see :mod:`spatial_clap_sb.data.prepare`) becomes a batch item 
   ``heldout``), which picks the direction prompts of the metrics
 - ``zone_index``: the zone of a one-source scene, -1 for several sources
 - ``n_sources`` and ``sources`` (per source: caption, label, zone, ...)
+- ``content_frames``: with a :class:`~spatial_clap_sb.data.content_features.
+  ContentFeatureCache`, the cached frames of a frozen pretrained content encoder
 
 Stored scenes come from a manifest (:func:`scene_dataset`); training scenes can also be
 mixed on the fly (:func:`dynamic_scene_dataset`), with captions drawn from the training
@@ -39,7 +41,7 @@ OUTPUT_KEYS = ["id", "sig", "caption", "permuted", "captions", "language", "zone
 
 
 def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False,
-                  seed=0, epoch_counter=None):
+                  seed=0, epoch_counter=None, content_cache=None):
     """Builds a ``DynamicItemDataset`` of the scenes of a manifest.
 
     Arguments
@@ -58,6 +60,8 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
         With ``epoch_counter``, seeds the caption drawn in training.
     epoch_counter : speechbrain.utils.epoch_loop.EpochCounter, optional
         Its ``current`` epoch seeds the draws (see :func:`dynamic_scene_dataset`).
+    content_cache : ContentFeatureCache, optional
+        Adds ``content_frames``, the frozen content encoder's frames of each file.
 
     Returns
     -------
@@ -78,7 +82,12 @@ def scene_dataset(manifest_path, data_root, sample_rate, zones=None, train=False
         return torch.from_numpy(load_stereo(wav, sample_rate))
 
     dataset.add_dynamic_item(audio_pipeline)
-    return _add_scene_pipelines(dataset, zones, train, seed, epoch_counter)
+    dataset = _add_scene_pipelines(dataset, zones, train, seed, epoch_counter)
+    if content_cache is not None:
+        dataset.add_dynamic_item(content_cache.frames, takes="wav",
+                                 provides="content_frames")
+        dataset.set_output_keys(OUTPUT_KEYS + ["content_frames"])
+    return dataset
 
 
 def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None,

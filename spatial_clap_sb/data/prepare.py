@@ -8,7 +8,9 @@
     manifests/<manifest>.json train, valid, test_1src, test_2src, test_3src, and
                               test_*_heldout: the test scenes described in held-out
                               language only (see spatial_clap_sb.language)
-    splits/<split>.csv        the clips of each split (path,caption,label)
+    splits/<split>.csv        the clips of each split (path,caption,label,tags)
+    caption_embeddings.npz    sentence embeddings of the clips that have neither label
+                              nor tags (only with max_caption_similarity)
     prepare_options.json      the options of the finished run, and where each split's
                               clip list and RIR bank are (for mixing on the fly)
 
@@ -19,7 +21,10 @@ report of every bad file (or, with ``on_bad_data="skip"``, leaves them out).
 
 Clips are split into train/valid/test before any mixing (no test clip is ever heard in
 training; see :func:`~spatial_clap_sb.data.sources.split_clips` for how labels shape
-the split) and every split has rooms of its own. Three-source scenes exist only
+the split; AudioCaps and Clotho given as their folder of caption files keep their
+official splits) and every split has rooms of its own. A scene's clips are different
+sounds (:class:`~spatial_clap_sb.data.mixer.MixingRule`: labels, AudioSet tags, or for
+label-free corpora the similarity of their captions). Three-source scenes exist only
 in ``test_3src``. Training and validation captions are drawn from the training
 language, test captions are the template phrasings, and each ``<test>_heldout``
 manifest holds the same scenes with captions in held-out language. A run whose saved options match is skipped; changed options rebuild;
@@ -44,15 +49,18 @@ from spatial_clap_sb.data.checks import (
     enforce,
     split_summary,
 )
-from spatial_clap_sb.data.mixer import MixerConfig, SceneMixer
+from spatial_clap_sb.data.mixer import MixerConfig, MixingRule, SceneMixer
 from spatial_clap_sb.data.pipelines import write_manifest
 from spatial_clap_sb.data.sources import (
     load_clip,
     read_audiocaps_csv,
+    read_audioset_tags,
     read_clips_csv,
     read_clotho_csv,
+    read_official_splits,
     split_clips,
 )
+from spatial_clap_sb.data.sources import OFFICIAL_SPLIT_FILES
 from spatial_clap_sb.data.spatialiser import (
     RIRBank,
     SpatialiserConfig,
@@ -60,7 +68,7 @@ from spatial_clap_sb.data.spatialiser import (
     rir_bank_path,
 )
 from spatial_clap_sb.data.synthesis import generate_library
-from spatial_clap_sb.files import atomic_write_json, atomic_write_text
+from spatial_clap_sb.files import atomic_write_json, atomic_write_npz, atomic_write_text
 from spatial_clap_sb.language import N_PHRASINGS, ZoneVocabulary, scene_captions
 
 logger = logging.getLogger(__name__)
@@ -106,6 +114,8 @@ def prepare_spatial_scenes(
     seed=1234,
     heldout_language=True,
     on_bad_data="stop",
+    audioset_tags=None,
+    max_caption_similarity=None,
 ):
     """Simulates the multi-source scene dataset and writes its manifests.
 
@@ -114,8 +124,12 @@ def prepare_spatial_scenes(
     data_folder : str
         Where clips, RIR banks, scenes and manifests go.
     source_csv : str, optional
-        A CSV of mono source clips (``path,caption[,label]``, or the AudioCaps or Clotho
-        layout, see ``source_format``). Default: the built-in generated library.
+        A CSV of mono source clips (``path,caption[,label][,tags]``, or an AudioCaps or
+        Clotho caption file, see ``source_format``), re-split by ``split_fractions``;
+        or, for AudioCaps and Clotho, the folder of the corpus's caption files, whose
+        official train/valid/test splits are kept
+        (:func:`~spatial_clap_sb.data.sources.read_official_splits`). Default: the
+        built-in generated library.
     source_format : str
         ``"csv"``, ``"audiocaps"`` or ``"clotho"``.
     audio_dir : str, optional
@@ -145,6 +159,13 @@ def prepare_spatial_scenes(
     on_bad_data : str
         ``"stop"``: a bad clip ends the run before anything is rendered, with a report
         of every bad clip; ``"skip"``: bad clips are left out (and listed in the log).
+    audioset_tags : str or list of str, optional
+        AudioCaps: AudioSet segment lists (``*_segments.csv``) whose labels become the
+        clips' tags: clips sharing one never sound in one scene.
+    max_caption_similarity : float, optional
+        Clips without label and tags whose captions' sentence embeddings (frozen
+        all-MiniLM-L6-v2) lie at this cosine similarity or above never sound in one
+        scene. None: only identical captions are kept apart.
 
     Returns
     -------
@@ -174,6 +195,12 @@ def prepare_spatial_scenes(
         split_fractions=list(split_fractions), split_by=split_by, seed=seed,
         heldout_language=bool(heldout_language), on_bad_data=on_bad_data,
     )
+    # Options added later count only when set, so folders prepared before them stay valid.
+    if audioset_tags:
+        options["audioset_tags"] = [_abspath(p) for p in (
+            [audioset_tags] if isinstance(audioset_tags, str) else audioset_tags)]
+    if max_caption_similarity is not None:
+        options["max_caption_similarity"] = float(max_caption_similarity)
     options = json.loads(json.dumps(options))  # the form it takes on disk
     manifest_paths = {name: os.path.join(data_folder, "manifests", f"{name}.json")
                       for name in manifest_names(scene_counts, heldout_language, zones)}
@@ -191,11 +218,12 @@ def prepare_spatial_scenes(
     _remove_temporaries(data_folder)  # left by a run killed mid-write
     atomic_write_json(progress_file, options)
 
-    clips = _checked_clips(data_folder, options, mixer.sample_rate, seed)
-    splits = split_clips(clips, fractions=tuple(split_fractions), seed=seed,
-                         split_by=split_by)
+    splits = _checked_splits(data_folder, options, mixer.sample_rate, seed)
     _check_splits(splits, scene_counts, options)
+    clips = [clip for split_clips_ in splits.values() for clip in split_clips_]
     load = _clip_loader(clips, mixer.sample_rate)
+    rule = MixingRule(_caption_embeddings(data_folder, clips, options),
+                      options.get("max_caption_similarity"))
     resources = {}
     for split, split_clips_ in splits.items():
         resources[split] = {
@@ -206,7 +234,7 @@ def prepare_spatial_scenes(
         split = MANIFEST_SPLIT.get(name, name)
         bank = cached_rir_bank(os.path.join(data_folder, "rir_banks"), spatialiser, zones,
                                seed + SPLIT_SEED_OFFSET.get(split, 3))
-        scene_mixer = SceneMixer(splits[split], bank, zones, load, mixer)
+        scene_mixer = SceneMixer(splits[split], bank, zones, load, mixer, rule)
         language = SPLIT_LANGUAGE.get(split, "train")
         entries = _render_manifest(data_folder, name, index, counts, scene_mixer, seed,
                                    language)
@@ -274,7 +302,9 @@ def split_mixer(data_folder, split="train"):
     clips = read_clips_csv(options["splits"][split]["clips_csv"])
     load = _clip_loader(clips, mixer.sample_rate)
     bank = RIRBank.load(options["splits"][split]["rir_bank"])
-    return SceneMixer(clips, bank, ZoneVocabulary(options["zones"]), load, mixer)
+    rule = MixingRule(_caption_embeddings(data_folder, clips, options),
+                      options.get("max_caption_similarity"))
+    return SceneMixer(clips, bank, ZoneVocabulary(options["zones"]), load, mixer, rule)
 
 
 def _clip_loader(clips, sample_rate):
@@ -289,10 +319,10 @@ def _write_clip_list(data_folder, split, clips):
     path = os.path.join(data_folder, "splits", f"{split}.csv")
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["path", "caption", "label"])
+    writer.writerow(["path", "caption", "label", "tags"])
     for clip in clips:
         for caption in clip.captions:
-            writer.writerow([clip.path, caption, clip.label or ""])
+            writer.writerow([clip.path, caption, clip.label or "", ";".join(clip.tags)])
     atomic_write_text(path, text.getvalue())
     return os.path.abspath(path)
 
@@ -318,8 +348,9 @@ def _render_manifest(data_folder, name, manifest_index, counts, scene_mixer, see
 
 
 def _manifest_entry(scene, name, scene_id, duration):
-    sources = [{key: source[key] for key in ("clip_id", "caption", "label", "zone",
-                                             "azimuth", "distance", "level")}
+    sources = [{key: source[key] for key in ("clip_id", "caption", "label", "tags",
+                                             "zone", "azimuth", "distance", "level")
+                if key in source}
                for source in scene["sources"]]
     return dict(wav=f"{DATA_ROOT}/scenes/{name}/{scene_id}.wav", duration=duration,
                 caption=scene["caption"], captions=scene["captions"],
@@ -327,14 +358,66 @@ def _manifest_entry(scene, name, scene_id, duration):
                 n_sources=scene["n_sources"], room=scene["room"], sources=sources)
 
 
-def _checked_clips(data_folder, options, sample_rate, seed):
-    """The source clips, every one checked; bad ones stop the run or are left out."""
-    clips = _source_clips(data_folder, options, sample_rate, seed)
+def _checked_splits(data_folder, options, sample_rate, seed):
+    """The train/valid/test clips, every one checked; bad ones stop the run or are
+    left out. Official splits of a corpus are kept; other clips are split here."""
+    official = _official_splits(options)
+    clips = ([clip for part in official.values() for clip in part] if official
+             else _source_clips(data_folder, options, sample_rate, seed))
     source = options["source_csv"] or "the generated library"
     bad = enforce(clip_problems(clips, sample_rate), options["on_bad_data"], source,
                   "Fix or remove these rows, or rerun with --on_bad_data=skip to leave "
                   "them out.")
-    return [clip for clip in clips if clip.path not in bad]
+    if official:
+        return {split: [clip for clip in part if clip.path not in bad]
+                for split, part in official.items()}
+    return split_clips([clip for clip in clips if clip.path not in bad],
+                       fractions=tuple(options["split_fractions"]), seed=seed,
+                       split_by=options["split_by"])
+
+
+def _official_splits(options):
+    """The corpus's own splits when ``source_csv`` is its folder of caption files."""
+    source = options["source_csv"]
+    if source is None or not os.path.isdir(source):
+        return None
+    if options["source_format"] not in OFFICIAL_SPLIT_FILES:
+        raise ValueError(f"{source} is a folder: give a CSV file, or the folder of an "
+                         f"AudioCaps or Clotho corpus with --source_format=audiocaps|clotho.")
+    tags = read_audioset_tags(options["audioset_tags"]) if options.get(
+        "audioset_tags") else None
+    return read_official_splits(options["source_format"], source,
+                                options["audio_dir"] or source, tags)
+
+
+def _caption_embeddings(data_folder, clips, options):
+    """Sentence embeddings of the clips without label and tags (for the mixing rule),
+    computed once and kept in ``caption_embeddings.npz``; None when the rule is off."""
+    if options.get("max_caption_similarity") is None:
+        return None
+    unnamed = [c for c in clips if c.label is None and not c.tags]
+    path = os.path.join(data_folder, "caption_embeddings.npz")
+    stored = {}
+    if os.path.exists(path):
+        with np.load(path) as saved:
+            stored = dict(zip(saved["clip_ids"].tolist(), saved["vectors"]))
+    missing = [c for c in unnamed if c.clip_id not in stored]
+    if missing:
+        from spatial_clap_sb.models.text import sentence_embeddings
+
+        logger.info("Embedding the captions of %d clips without label or tags (the "
+                    "mixing rule keeps similar captions out of one scene).", len(missing))
+        captions = [caption for clip in missing for caption in clip.captions]
+        vectors = sentence_embeddings(captions).numpy()
+        start = 0
+        for clip in missing:
+            mean = vectors[start:start + len(clip.captions)].mean(0)
+            stored[clip.clip_id] = mean / max(np.linalg.norm(mean), 1e-12)
+            start += len(clip.captions)
+        ids = sorted(stored)
+        atomic_write_npz(path, clip_ids=np.array(ids),
+                         vectors=np.stack([stored[i] for i in ids]).astype(np.float32))
+    return {c.clip_id: stored[c.clip_id] for c in unnamed}
 
 
 def _check_splits(splits, scene_counts, options):

@@ -41,6 +41,10 @@ __all__ = [
     "read_clips_csv",
     "read_audiocaps_csv",
     "read_clotho_csv",
+    "read_audioset_tags",
+    "read_official_splits",
+    "OFFICIAL_SPLIT_FILES",
+    "parse_tags",
     "split_clips",
     "load_clip",
 ]
@@ -65,6 +69,10 @@ class SourceClip:
         One or more non-empty captions ("a bell chimes").
     label : str or None
         Class label where known (scenes never mix two sources of one label).
+    tags : tuple of str
+        Sound-event tags where known, e.g. the AudioSet labels of an AudioCaps clip
+        (scenes never mix two clips that share a tag; the source-zone objective reads
+        them as classes).
 
     Example
     -------
@@ -77,12 +85,12 @@ class SourceClip:
     path: str
     captions: tuple
     label: Optional[str] = None
+    tags: tuple = ()
 
     def __post_init__(self):
-        captions = self.captions
-        if isinstance(captions, str):
-            captions = (captions,)
-        object.__setattr__(self, "captions", tuple(captions))
+        for key in ("captions", "tags"):
+            value = getattr(self, key)
+            object.__setattr__(self, key, (value,) if isinstance(value, str) else tuple(value))
 
 
 # ---------------------------------------------------------------------------------
@@ -187,8 +195,12 @@ def csv_location(csv_path, row_number, line_number):
     return f"{csv_path}, row {row_number} (line {line_number})"
 
 
-def _merge(entries):
-    """Merges ``(path, caption, label, where)`` entries into SourceClips by path."""
+def _merge(entries, tags=None):
+    """Merges ``(path, caption, label, where)`` entries into SourceClips by path.
+
+    ``tags`` maps a path to its sound-event tags (several rows of one path may each
+    bring some; they are pooled)."""
+    tags = tags or {}
     order = []
     by_path = {}
     for path, caption, label, where in entries:
@@ -208,16 +220,28 @@ def _merge(entries):
             item["captions"].append(caption)
     ids = clip_ids(order)
     return [
-        SourceClip(cid, path, tuple(by_path[path]["captions"]), by_path[path]["label"])
+        SourceClip(cid, path, tuple(by_path[path]["captions"]), by_path[path]["label"],
+                   tuple(sorted(tags.get(path, ()))))
         for cid, path in zip(ids, order)
     ]
+
+
+def parse_tags(text):
+    """Tags written in one CSV cell, separated by ``;`` (or ``,``).
+
+    Example
+    -------
+    >>> parse_tags("Dog; Bark;;")
+    ('Bark', 'Dog')
+    """
+    return tuple(sorted({t.strip() for t in re.split(r"[;,]", text or "") if t.strip()}))
 
 
 def read_clips_csv(csv_path, audio_root=None):
     """Reads a CSV of mono clips and their captions.
 
-    The header holds ``path`` and ``caption`` and, optionally, ``label`` (other
-    columns are ignored). Relative paths resolve against ``audio_root``, or the CSV's
+    The header holds ``path`` and ``caption`` and, optionally, ``label`` and ``tags``
+    (sound-event tags separated by ``;``; other columns are ignored). Relative paths resolve against ``audio_root``, or the CSV's
     folder when it is not given. Several rows with one path give one clip with several
     captions. Captions are normalised (see :func:`normalize_caption`).
 
@@ -256,7 +280,7 @@ def read_clips_csv(csv_path, audio_root=None):
     root = os.path.abspath(os.path.expanduser(root))
     header, rows = read_csv_rows(csv_path, ("path", "caption"))
     has_label = "label" in header
-    entries = []
+    entries, tags = [], {}
     for row_number, line_number, row in rows:
         where = csv_location(csv_path, row_number, line_number)
         if not row["path"]:
@@ -269,7 +293,8 @@ def read_clips_csv(csv_path, audio_root=None):
             raise FileNotFoundError(f"Audio file not found: {path} (named at {where})")
         label = (row.get("label") or "") if has_label else ""
         entries.append((path, caption, label or None, where))
-    return _merge(entries)
+        tags.setdefault(path, set()).update(parse_tags(row.get("tags")))
+    return _merge(entries, tags)
 
 
 def _find_audio(audio_dir, stems):
@@ -294,7 +319,7 @@ def _start_variants(start_time):
     return list(dict.fromkeys(variants))
 
 
-def read_audiocaps_csv(csv_path, audio_dir):
+def read_audiocaps_csv(csv_path, audio_dir, tags=None):
     """Reads an AudioCaps caption file (``audiocap_id,youtube_id,start_time,caption``).
 
     Each row's audio is looked up in ``audio_dir`` as ``{youtube_id}_{start_time}``,
@@ -309,6 +334,9 @@ def read_audiocaps_csv(csv_path, audio_dir):
         AudioCaps ``train.csv``/``val.csv``/``test.csv``.
     audio_dir : str or os.PathLike
         Folder holding the downloaded audio.
+    tags : dict, optional
+        ``youtube_id -> tags`` (the clip's AudioSet labels, see
+        :func:`read_audioset_tags`).
 
     Returns
     -------
@@ -333,6 +361,7 @@ def read_audiocaps_csv(csv_path, audio_dir):
     _, rows = read_csv_rows(csv_path, ("audiocap_id", "youtube_id", "start_time", "caption"))
     entries = []
     key_path = {}
+    path_tags = {}
     missing = 0
     for row_number, line_number, row in rows:
         where = csv_location(csv_path, row_number, line_number)
@@ -355,6 +384,7 @@ def read_audiocaps_csv(csv_path, audio_dir):
                 continue
             key_path[key] = path
         entries.append((path, caption, None, where))
+        path_tags[path] = (tags or {}).get(yid, ())
     if missing:
         warnings.warn(
             f"{csv_path}: skipped {missing} of {len(rows)} rows whose audio is not in "
@@ -367,7 +397,7 @@ def read_audiocaps_csv(csv_path, audio_dir):
             "(looked for {youtube_id}_{start_time}, Y{youtube_id}, {youtube_id} and "
             "{audiocap_id} with .wav/.flac)"
         )
-    return _merge(entries)
+    return _merge(entries, path_tags)
 
 
 def read_clotho_csv(csv_path, audio_dir):
@@ -411,6 +441,123 @@ def read_clotho_csv(csv_path, audio_dir):
                 raise SourceCSVError(f"{where}: empty {column} for {row['file_name']}")
             entries.append((path, caption, None, where))
     return _merge(entries)
+
+
+def read_audioset_tags(paths):
+    """Reads AudioSet segment lists (``YTID, start_seconds, end_seconds,
+    positive_labels``, e.g. ``balanced_train_segments.csv``) into tags per clip.
+
+    AudioCaps clips are AudioSet clips: these tags let the mixer keep two clips that
+    share an AudioSet label out of one scene, as the paper does.
+
+    Arguments
+    ---------
+    paths : str or list of str
+        One or more segment CSV files (``#`` lines are comments).
+
+    Returns
+    -------
+    dict
+        ``youtube_id -> tuple of label ids`` (e.g. ``("/m/0bt9lr", "/m/05tny_")``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "segments.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write('# YTID, start_seconds, end_seconds, positive_labels\\n'
+    ...                 '--0PQM4-hqg, 30.000, 40.000, "/m/0bt9lr,/m/05tny_"\\n')
+    >>> read_audioset_tags(path)
+    {'--0PQM4-hqg': ('/m/05tny_', '/m/0bt9lr')}
+    """
+    tags = {}
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        path = open_csv(path)
+        with open(path, encoding="utf-8", newline="") as f:
+            for line_number, values in enumerate(csv.reader(f, skipinitialspace=True), 1):
+                if not values or values[0].lstrip().startswith("#"):
+                    continue
+                if len(values) < 4:
+                    raise SourceCSVError(
+                        f"{path}, line {line_number}: expected YTID, start_seconds, "
+                        f"end_seconds, positive_labels; got {values}")
+                tags[values[0].strip()] = parse_tags(values[3])
+    return tags
+
+
+# The caption files each corpus ships, per split, and the audio folder of each split
+# (used when audio_dir has it; otherwise audio_dir holds every split's audio).
+OFFICIAL_SPLIT_FILES = {
+    "audiocaps": {"train": ("train.csv", "train"), "valid": ("val.csv", "val"),
+                  "test": ("test.csv", "test")},
+    "clotho": {"train": ("clotho_captions_development.csv", "development"),
+               "valid": ("clotho_captions_validation.csv", "validation"),
+               "test": ("clotho_captions_evaluation.csv", "evaluation")},
+}
+
+
+def read_official_splits(source_format, corpus_dir, audio_dir, tags=None):
+    """Reads a captioned corpus in the layout it ships, keeping its official splits.
+
+    AudioCaps: ``corpus_dir`` holds ``train.csv``, ``val.csv`` and ``test.csv``;
+    Clotho: ``clotho_captions_development.csv``, ``clotho_captions_validation.csv`` and
+    ``clotho_captions_evaluation.csv`` (:data:`OFFICIAL_SPLIT_FILES`). Each split's
+    audio is in ``audio_dir/<split folder>`` (``train``/``val``/``test``;
+    ``development``/``validation``/``evaluation``) where that folder exists, else in
+    ``audio_dir``. Every clip keeps all its captions; a clip stays in its split.
+
+    Arguments
+    ---------
+    source_format : str
+        ``"audiocaps"`` or ``"clotho"``.
+    corpus_dir : str or os.PathLike
+        The folder of the corpus's caption files.
+    audio_dir : str or os.PathLike
+        The audio folder.
+    tags : dict, optional
+        AudioCaps only: ``youtube_id -> tags`` (:func:`read_audioset_tags`).
+
+    Returns
+    -------
+    dict
+        ``{"train": [...], "valid": [...], "test": [...]}`` of SourceClip.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing caption file (names the files the layout needs).
+    SourceCSVError
+        When one clip id appears in two splits.
+    """
+    if source_format not in OFFICIAL_SPLIT_FILES:
+        raise ValueError(f"Official splits exist for {sorted(OFFICIAL_SPLIT_FILES)}, "
+                         f"not {source_format!r}.")
+    layout = OFFICIAL_SPLIT_FILES[source_format]
+    corpus_dir = os.path.abspath(os.fspath(corpus_dir))
+    missing = [name for name, _ in layout.values()
+               if not os.path.isfile(os.path.join(corpus_dir, name))]
+    if missing:
+        raise FileNotFoundError(
+            f"{corpus_dir} is not a {source_format} folder: missing {', '.join(missing)} "
+            f"(its official splits are {', '.join(name for name, _ in layout.values())}).")
+    splits, seen = {}, {}
+    for split, (name, folder) in layout.items():
+        split_audio = os.path.join(os.fspath(audio_dir), folder)
+        if not os.path.isdir(split_audio):
+            split_audio = audio_dir
+        csv_path = os.path.join(corpus_dir, name)
+        if source_format == "audiocaps":
+            clips = read_audiocaps_csv(csv_path, split_audio, tags)
+        else:
+            clips = read_clotho_csv(csv_path, split_audio)
+        for clip in clips:
+            if clip.clip_id in seen:
+                raise SourceCSVError(
+                    f"Clip {clip.clip_id} is in both the {seen[clip.clip_id]} and the "
+                    f"{split} split of {corpus_dir}: a clip must stay in one split.")
+            seen[clip.clip_id] = split
+        splits[split] = sorted(clips, key=lambda c: c.clip_id)
+    return splits
 
 
 # ---------------------------------------------------------------------------------

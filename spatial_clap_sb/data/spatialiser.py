@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spatial_clap_sb.files import atomic_write_npz
+
 logger = logging.getLogger(__name__)
 
 SPEED_OF_SOUND = 343.0
@@ -115,11 +117,10 @@ class RIRBank:
 
     def save(self, path):
         """Saves the bank atomically to ``path`` (.npz)."""
-        tmp = f"{path}.tmp.npz"
-        np.savez(tmp, rirs=self.rirs, azimuths=self.azimuths, distances=self.distances,
-                 rooms=json.dumps(self.rooms), zone_names=json.dumps(self.zone_names),
-                 sample_rate=self.sample_rate)
-        os.replace(tmp, path)
+        atomic_write_npz(path, rirs=self.rirs, azimuths=self.azimuths,
+                         distances=self.distances, rooms=json.dumps(self.rooms),
+                         zone_names=json.dumps(self.zone_names),
+                         sample_rate=self.sample_rate)
 
     @classmethod
     def load(cls, path):

@@ -11,7 +11,53 @@ from spatial_clap_sb.models.blocks import ConvStack
 from spatial_clap_sb.models.features import MidLogMel
 from spatial_clap_sb.models.pretrained_audio import PretrainedAudioEncoder
 
-__all__ = ["ContentCNN", "PretrainedAudioEncoder"]
+__all__ = ["ContentCNN", "PretrainedAudioEncoder", "build_content_encoder"]
+
+
+def build_content_encoder(cnn, pretrained_model=None, sample_rate=16000,
+                          freeze_pretrained=True, frame_mode="time", savedir=None):
+    """The content encoder a model file asks for: a transformers audio model when
+    ``pretrained_model`` names one, else the log-mel CNN.
+
+    One key of the model file (``content_model``) switches between them, from the
+    command line as well (``--content_model=MIT/ast-finetuned-audioset-10-10-0.4593``).
+
+    Arguments
+    ---------
+    cnn : callable
+        Builds the :class:`ContentCNN` (a ``!name:`` partial in the YAML, so it is only
+        built when used).
+    pretrained_model : str, optional
+        Hub id or local folder of a transformers audio model (AST, CLAP's audio tower,
+        wav2vec2 family); see :class:`PretrainedAudioEncoder`.
+    sample_rate : int
+        Rate of the mid signal.
+    freeze_pretrained : bool
+        Keep the pretrained model frozen (as the paper does): its weights are then
+        neither trained, checkpointed nor exported; they are loaded from
+        ``pretrained_model``.
+    frame_mode : str
+        ``"time"`` (frequency patches of a time step averaged: time frames that line
+        up with the spatial stream's) or ``"tokens"``; see :class:`PretrainedAudioEncoder`.
+    savedir : str, optional
+        Download folder of the pretrained model.
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Example
+    -------
+    >>> import functools
+    >>> cnn = functools.partial(ContentCNN, output_dim=32)
+    >>> build_content_encoder(cnn).output_dim
+    32
+    """
+    if not pretrained_model:
+        return cnn()
+    return PretrainedAudioEncoder(pretrained_model, sample_rate=sample_rate,
+                                  freeze=freeze_pretrained, frame_mode=frame_mode,
+                                  savedir=savedir)
 
 
 class ContentCNN(nn.Module):

@@ -208,6 +208,14 @@ class PretrainedAudioEncoder(nn.Module):
             for p in self.model.parameters():
                 p.requires_grad_(False)
             self.model.eval()
+            # Frozen weights come from ``source``: checkpoints and exports leave them out.
+            self.register_state_dict_post_hook(_drop_frozen_weights)
+            self.register_load_state_dict_pre_hook(_restore_frozen_weights)
+
+    def frozen_state_keys(self, prefix=""):
+        """The state-dict keys of the wrapped model, left out of saved states when
+        frozen."""
+        return [prefix + "model." + key for key in self.model.state_dict()]
 
     # ------------------------------------------------------------------ loading
     def _load_error(self, what: str, exc: BaseException) -> PretrainedAudioLoadError:
@@ -540,3 +548,17 @@ class PretrainedAudioEncoder(nn.Module):
             f"sample_rate={self.sample_rate}->{self.target_rate}, freeze={self.freeze}, "
             f"output_layer={self.output_layer}, frame_mode={self.frame_mode!r}"
         )
+
+
+def _drop_frozen_weights(module, state_dict, prefix, local_metadata):
+    """State-dict post hook: removes the frozen model's weights (loaded from source)."""
+    for key in module.frozen_state_keys(prefix):
+        state_dict.pop(key, None)
+
+
+def _restore_frozen_weights(module, state_dict, prefix, *args):
+    """Load pre hook: a state saved without the frozen weights gets the loaded ones, so
+    strict loading accepts it."""
+    current = module.model.state_dict()
+    for key, value in current.items():
+        state_dict.setdefault(prefix + "model." + key, value)

