@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from tiny_model import save_tiny_ast
+from tiny_model import TINY_RECIPE, save_tiny_ast
 
 from spatial_clap_sb.data.content_features import ContentFeatureCache
 from spatial_clap_sb.data.pipelines import scene_dataset
@@ -21,13 +21,7 @@ from spatial_clap_sb.models.content import build_content_encoder
 from spatial_clap_sb.models.pretrained_audio import PretrainedAudioEncoder
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "SpatialCLAP")
-TINY = [
-    "--n_clips_per_class=3",
-    "--scene_counts={train: {1: 8, 2: 8}, valid: {1: 4, 2: 4}, test_1src: {1: 4}, "
-    "test_2src: {2: 4}, test_3src: {3: 4}}",
-    "--spatialiser={sample_rate: 16000, n_rooms: 1, positions_per_zone: 2, max_order: 2}",
-    "--batch_size=8", "--warmup_steps=1", "--dynamic_mixing=False",
-]
+TINY = TINY_RECIPE + ["--dynamic_mixing=False"]
 
 
 def run(tmp_path, ast, *extra, output="out"):

@@ -13,20 +13,9 @@ import sys
 import pytest
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from tiny_model import TINY_RECIPE
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "SpatialCLAP")
-TINY = [
-    "--n_clips_per_class=3",
-    "--scene_counts={train: {1: 12, 2: 12}, valid: {1: 6, 2: 6}, test_1src: {1: 6}, "
-    "test_2src: {2: 6}, test_3src: {3: 4}}",
-    "--train_scene_counts={1: 12, 2: 12}",
-    "--spatialiser={sample_rate: 16000, n_rooms: 1, positions_per_zone: 2, max_order: 2}",
-    "--batch_size=8",
-    "--warmup_steps=1",
-    "--text_trainable_layers=0",
-    "--lr=0.003",
-]
-
 
 THREE_ZONES = ("[{name: west, low: -90, high: -30, phrases: [to the west], "
                "heldout_phrases: [westward]}, "
@@ -94,7 +83,7 @@ def run_recipe(tmp_path, *extra, launcher=None, timeout=600):
     command = (launcher or [sys.executable]) + [
         "train.py", "hparams/spatial_clap.yaml",
         f"--data_folder={tmp_path / 'data'}", f"--output_folder={tmp_path / 'out'}",
-        *TINY, *extra]
+        *TINY_RECIPE, *extra]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     result = subprocess.run(command, cwd=RECIPE, capture_output=True, text=True,
                             timeout=timeout, env=env)

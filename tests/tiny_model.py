@@ -24,6 +24,19 @@ TINY_AST = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                 intermediate_size=64, patch_size=16, num_mel_bins=32, max_length=200,
                 frequency_stride=16, time_stride=10)
 
+# The recipe on a few generated scenes (command-line overrides of spatial_clap.yaml).
+TINY_RECIPE = [
+    "--n_clips_per_class=3",
+    "--scene_counts={train: {1: 12, 2: 12}, valid: {1: 6, 2: 6}, test_1src: {1: 6}, "
+    "test_2src: {2: 6}, test_3src: {3: 4}}",
+    "--train_scene_counts={1: 12, 2: 12}",
+    "--spatialiser={sample_rate: 16000, n_rooms: 1, positions_per_zone: 2, max_order: 2}",
+    "--batch_size=8",
+    "--warmup_steps=1",
+    "--text_trainable_layers=0",
+    "--lr=0.003",
+]
+
 _CACHE = {}  # one tiny model and one set of wavs per test session (shared with test_cli)
 
 
