@@ -179,9 +179,9 @@ def test_every_objective_term_is_logged_in_training_and_validation(trained):
         values = {name: float(re.search(rf"{stage} {name}: ([0-9.e+-]+)",
                                          first_epoch).group(1))
                   for name in ("loss", "clap", "scl", "text_consistency", "direction",
-                               "source_zone")}
+                               "source_zone", "content")}
         weighted = (values["clap"] + values["scl"] + 3 * values["text_consistency"]
-                    + values["direction"] + 3 * values["source_zone"])
+                    + values["direction"] + 3 * values["source_zone"] + values["content"])
         assert weighted == pytest.approx(values["loss"], rel=0.02)  # logs round to 3 digits
 
 
