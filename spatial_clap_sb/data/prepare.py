@@ -52,6 +52,7 @@ from spatial_clap_sb.data.checks import (
 from spatial_clap_sb.data.mixer import MixerConfig, MixingRule, SceneMixer
 from spatial_clap_sb.data.pipelines import write_manifest
 from spatial_clap_sb.data.sources import (
+    OFFICIAL_SPLIT_FILES,
     load_clip,
     read_audiocaps_csv,
     read_audioset_tags,
@@ -60,7 +61,6 @@ from spatial_clap_sb.data.sources import (
     read_official_splits,
     split_clips,
 )
-from spatial_clap_sb.data.sources import OFFICIAL_SPLIT_FILES
 from spatial_clap_sb.data.spatialiser import (
     RIRBank,
     SpatialiserConfig,
