@@ -7,7 +7,8 @@ clause finder splits captions it was not written for.
 Draws the captions of the recipe's training schedule as the on-the-fly mixer does
 (2500 one-source + 5000 two-source scenes per epoch over the built-in classes, a caption
 and a second one per scene plus the caption's permuted negatives) and counts the
-distinct captions, clauses and pieces (the texts the frozen MiniLM reads, lower-cased).
+distinct captions, clauses and pieces (the texts the frozen MiniLM reads, lower-cased;
+with sound and direction read apart, as the default text tower reads them, and whole).
 Then composes 2- and 3-source captions in the template, training and held-out language
 and reports how often :func:`~spatial_clap_sb.language.caption_clauses` returns
 exactly one clause per source, each holding that source's sound with its own direction
@@ -43,8 +44,10 @@ def draw_sources(rng, zones, n_sources):
 
 
 def training_text(zones, epochs, counts, rng):
-    """Distinct captions, clauses and pieces of a simulated training schedule."""
-    captions, clauses, pieces = set(), set(), set()
+    """Distinct captions and clauses of a simulated training schedule, and the distinct
+    pieces the text encoder reads: with sound and direction read apart (split_roles,
+    the default) and with the pieces between cuts read whole."""
+    captions, clauses, pieces, whole_pieces = set(), set(), set(), set()
     for _ in range(epochs):
         for n_sources, count in counts.items():
             for _ in range(count):
@@ -52,10 +55,12 @@ def training_text(zones, epochs, counts, rng):
                                                  rng, zones, "train", count=2)
                 for caption in drawn + permuted[0]:
                     captions.add(caption)
-                    for clause in caption_clause_pieces(caption, zones):
-                        clauses.add(tuple(p.lower() for p in clause))
+                    clauses.update(c.lower() for c in caption_clauses(caption, zones))
+                    for clause in caption_clause_pieces(caption, zones, split_roles=True):
                         pieces.update(p.lower() for p in clause)
-    return len(captions), len(clauses), len(pieces)
+                    for clause in caption_clause_pieces(caption, zones):
+                        whole_pieces.update(p.lower() for p in clause)
+    return len(captions), len(clauses), len(pieces), len(whole_pieces)
 
 
 def clause_accuracy(zones, split, n_scenes, rng):
@@ -90,10 +95,11 @@ def main():
     args = parser.parse_args()
     zones = ZoneVocabulary.default()
     rng = np.random.default_rng(args.seed)
-    n_captions, n_clauses, n_pieces = training_text(
+    n_captions, n_clauses, n_pieces, n_whole = training_text(
         zones, args.epochs, {1: args.one_source, 2: args.two_source}, rng)
     print(f"training, {args.epochs} epochs: {n_captions} distinct captions, "
-          f"{n_clauses} distinct clauses, {n_pieces} distinct pieces")
+          f"{n_clauses} distinct clauses; the text encoder reads {n_pieces} distinct "
+          f"pieces with sound and direction apart ({n_whole} with pieces read whole)")
     for split in ("template", "train", "heldout"):
         accuracy, total = clause_accuracy(zones, split, args.n_scenes, rng)
         print(f"clause finder, {split} language: {accuracy:.4f} of {total} captions")

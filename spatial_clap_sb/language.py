@@ -289,6 +289,9 @@ def _zone_from_dict(config):
     return Zone(**config)
 
 
+_WORD = re.compile(r"[0-9a-z']+")
+
+
 def words_of(text):
     """Lower-case words of a text (hyphens and punctuation separate words).
 
@@ -297,7 +300,7 @@ def words_of(text):
     >>> words_of("On the left-hand side, a dog barks.")
     ['on', 'the', 'left', 'hand', 'side', 'a', 'dog', 'barks']
     """
-    return re.findall(r"[0-9a-z']+", text.lower())
+    return _WORD.findall(text.lower())
 
 
 @dataclass(frozen=True)
@@ -779,7 +782,7 @@ def caption_clauses(caption, zones=None):
     return [_EDGES.sub("", text) for text, _ in spans]
 
 
-def caption_clause_pieces(caption, zones=None):
+def caption_clause_pieces(caption, zones=None, split_roles=False):
     """The clauses of a caption (:func:`caption_clauses`), each as its pieces: the
     stretches of text between punctuation and joiner words.
 
@@ -797,37 +800,107 @@ def caption_clause_pieces(caption, zones=None):
     [['a dog barks on the left'], ['to the right', 'rain falls']]
     >>> caption_clause_pieces("To the right, rain falls.")
     [['To the right, rain falls.']]
+
+    With ``split_roles`` (the text tower's default), every caption, of one clause or
+    several, is cut into pieces, and a piece that holds both a sound and a direction
+    is cut between them (:func:`_role_parts`), so that a sound reads the same whatever
+    clause form, wording or frame surrounds it. Pieces of neither kind are kept, in
+    the clause of the piece after them: the text tower then learns, from the training
+    frames, to read past words that say nothing of the scene, as it must for frames
+    it never read.
+
+    >>> caption_clause_pieces("In this recording, a dog barks on the left; "
+    ...                       "to the right, rain falls", split_roles=True)
+    [['In this recording', 'a dog barks', 'on the left'], ['to the right', 'rain falls']]
+    >>> caption_clause_pieces("A bell rings somewhere off to the left.", split_roles=True)
+    [['A bell rings', 'somewhere', 'off to the left']]
+    >>> caption_clause_pieces("rain falls on a tin roof", split_roles=True)
+    [['rain falls on a tin roof']]
     """
-    return [pieces for _, pieces in _clause_spans(caption, zones)]
+    return [pieces for _, pieces in _clause_spans(caption, zones, split_roles)]
 
 
-def _clause_spans(caption, zones):
+def _clause_spans(caption, zones, split_roles=False):
     """``(clause text, [piece texts])`` per clause."""
     zones = ZoneVocabulary.from_config(zones)
     text = caption.strip()
-    clauses = _group(_compound_directions(_pieces(text, zones), text, zones))
-    if len(clauses) < 2:
+    units = _compound_directions(_pieces(text, zones, keep_fillers=split_roles), text,
+                                 zones)
+    clauses = _group(units)
+    if len(clauses) < 2 and not (split_roles and units):
         return [(text, [text])]
     spans = []
     for units in clauses:
         pieces = [span for unit in units for span in unit.pieces]
+        if split_roles:
+            pieces = [part for start, end in pieces
+                      for part in _role_parts(text, start, end, zones)]
         spans.append((text[pieces[0][0]:pieces[-1][1]],
                       [text[start:end] for start, end in pieces]))
     return spans
 
 
-def _pieces(text, zones):
-    """The pieces between cuts that have a sound or a direction word, profiled."""
-    units, start, joiner = [], 0, ""
+def _role_parts(text, start, end, zones):
+    """A piece's sound, direction and other parts, as ``(start, end)`` spans in order.
+
+    The direction part runs from the piece's first direction word to its last,
+    widened over the function and wording words next to it ("off to the left",
+    "on the left-hand side"; not an article after it: "to the left | a dog barks").
+    Words of neither kind between it and a sound (a frame's or a clause form's:
+    "somewhere") are a part of their own. A word the vocabulary does not know right
+    before the direction may modify it ("just left", "a dog barks barely left"), so
+    a sound before it is cut off only where another word separates them. A piece
+    without both kinds of word, or with a sound word between two direction words,
+    stays whole.
+    """
+    piece = text[start:end]
+    kinds = _word_kinds(piece, zones)
+    words = [(start + m.start(), start + m.end(), m.group())
+             for m in _WORD.finditer(piece.lower())]
+    first, last = kinds.find("d"), kinds.rfind("d")
+    if first < 0 or "s" not in kinds or "s" in kinds[first:last]:
+        return [(start, end)]
+
+    def wording(i):
+        return words[i][2] in zones.wording_words or words[i][2] in FUNCTION_WORDS
+
+    modified = first > 0 and kinds[first - 1] == "s"
+    while first > 0 and kinds[first - 1] == "-" and wording(first - 1):
+        first -= 1
+    while (last + 1 < len(kinds) and kinds[last + 1] == "-" and wording(last + 1)
+           and words[last + 1][2] not in FUNCTION_WORDS):
+        last += 1
+    sound_end = kinds.rfind("s", 0, first) + 1
+    sound_start = kinds.find("s", last + 1)
+    while sound_start > last + 1 and words[sound_start - 1][2] in FUNCTION_WORDS:
+        sound_start -= 1  # "to the left | a dog barks"
+    if modified:
+        sound_end = first = 0
+    bounds = [0, sound_end, first, last + 1,
+              len(kinds) if sound_start < 0 else sound_start, len(kinds)]
+    return [(words[a][0], words[b - 1][1]) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _pieces(text, zones, keep_fillers=False):
+    """The pieces between cuts that have a sound or a direction word, profiled; with
+    ``keep_fillers``, a piece of neither kind ("in this recording") joins the next
+    one (the last one at the end of the caption)."""
+    units, start, joiner, fillers = [], 0, "", []
     for cut in list(_CUT.finditer(text)) + [None]:
         end = cut.start() if cut else len(text)
         unit = _profile(_Unit(start, end, [(start, end)],
                               after_and=joiner.strip().lower() == "and"),
                         text, zones)
         if unit.directions or unit.has_sound:
+            unit.pieces = fillers + unit.pieces
+            fillers = []
             units.append(unit)
+        elif keep_fillers and words_of(text[start:end]):
+            fillers.append((start, end))
         start = cut.end() if cut else end
         joiner = cut.group() if cut else ""
+    if fillers and units:
+        units[-1].pieces = units[-1].pieces + fillers
     return units
 
 

@@ -502,13 +502,15 @@ def text_tower_metadata(model):
     -------
     dict of str -> str
         ``text_source`` (whose tokenizer to use), ``max_tokens`` (per piece),
-        ``compose_clauses``, ``embedding_dim``, ``input`` and ``output``.
+        ``compose_clauses``, ``split_roles``, ``embedding_dim``, ``input`` and
+        ``output``.
     """
     tower = model.mods.text_tower
     return {
         "text_source": str(tower.text_encoder.source),
         "max_tokens": str(tower.text_encoder.max_length),
         "compose_clauses": str(tower.compose_clauses),
+        "split_roles": str(tower.split_roles),
         "embedding_dim": str(tower.projection.output_dim),
         "input": f"{TEXT_INPUT_NAMES[0]}, {TEXT_INPUT_NAMES[1]}: int64 [clauses, "
                  "pieces, tokens], each piece tokenised on its own by the text_source "
@@ -523,8 +525,7 @@ def text_clause_inputs(model, caption):
     one caption, for the text tower's ONNX file.
 
     The caption is split into clauses and pieces as the model does
-    (:func:`~spatial_clap_sb.language.caption_clause_pieces` when it composes
-    clauses; one clause of one piece otherwise) and each piece is tokenised on its own.
+    (``TextTower.clause_pieces``) and each piece is tokenised on its own.
 
     Arguments
     ---------
@@ -542,11 +543,8 @@ def text_clause_inputs(model, caption):
     >>> session.run(None, feed)[0].shape  # doctest: +SKIP
     (1, 512)
     """
-    from spatial_clap_sb.language import caption_clause_pieces
-
     tower = model.mods.text_tower
-    clauses = (caption_clause_pieces(caption, tower.zones) if tower.compose_clauses
-               else [[caption]])
+    clauses = tower.clause_pieces(caption)
     tokenizer = tower.text_encoder.tokenizer
     n_pieces = max(len(pieces) for pieces in clauses)
     encoded = [tokenizer(list(pieces), truncation=True,

@@ -253,6 +253,25 @@ def test_a_clause_with_a_comma_is_read_piece_by_piece(frozen_text):
     assert torch.allclose(tower([scene])[0], expected, atol=1e-5)
 
 
+def test_split_roles_reads_sounds_and_wordings_not_their_combinations(frozen_text):
+    """With split_roles the encoder reads each sound and each wording once, whatever
+    clause form joins them, and a caption and its permutation differ only in which
+    clause holds which direction."""
+    torch.manual_seed(0)
+    tower = TextTower(frozen_text, ProjectionHead(384, 16), compose_clauses=True,
+                      split_roles=True)
+    frozen_text._cache.clear()
+    true, other_form, permuted = tower([
+        "a bell rings on the left and a dog barks on the right",
+        "On the right, a dog barks; on the left, a bell rings.",
+        "a dog barks on the left and a bell rings on the right"])
+    assert set(frozen_text._cache) == {"a bell rings", "a dog barks", "on the left",
+                                       "on the right"}
+    assert torch.allclose(true, other_form, atol=1e-6)
+    assert not torch.allclose(true, permuted, atol=1e-3)
+    assert tower.clause_pieces("rain falls on a tin roof") == [["rain falls on a tin roof"]]
+
+
 def test_an_uncased_encoder_caches_a_capitalised_piece_once(frozen_text):
     frozen_text._cache.clear()
     lower, upper = frozen_text(["a dog barks hard left", "A dog barks hard left"])

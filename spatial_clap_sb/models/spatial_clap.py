@@ -117,6 +117,11 @@ class TextTower(nn.Module):
         without that structure is one clause, embedded as is.
     zones : ZoneVocabulary or list of dict, optional
         The zone vocabulary whose phrases anchor the clauses (default: five zones).
+    split_roles : bool
+        With ``compose_clauses``: a piece holding both a sound and a direction is read
+        as two texts, the sound and the direction, so that a sound's token states are
+        the same in every clause form, wording and frame (and the cache holds sounds and
+        wordings, not their combinations).
 
     Example
     -------
@@ -127,19 +132,27 @@ class TextTower(nn.Module):
     torch.Size([1, 8])
     """
 
-    def __init__(self, text_encoder, projection, compose_clauses=False, zones=None):
+    def __init__(self, text_encoder, projection, compose_clauses=False, zones=None,
+                 split_roles=False):
         super().__init__()
         self.text_encoder = text_encoder
         self.projection = projection
         self.compose_clauses = bool(compose_clauses)
+        self.split_roles = bool(split_roles)
         self.zones = ZoneVocabulary.from_config(zones)
+
+    def clause_pieces(self, caption):
+        """The texts the encoder reads for a caption: one list of pieces per clause."""
+        if not self.compose_clauses:
+            return [[caption]]
+        return caption_clause_pieces(caption, self.zones, split_roles=self.split_roles)
 
     def forward(self, captions):
         """``captions`` (list of str) -> unit-norm ``[batch, embedding_dim]``."""
         if not self.compose_clauses:
             return self.projection(self.text_encoder(captions))
         check_captions(captions)
-        clauses = [[tuple(pieces) for pieces in caption_clause_pieces(caption, self.zones)]
+        clauses = [[tuple(pieces) for pieces in self.clause_pieces(caption)]
                    for caption in captions]
         unique = list(dict.fromkeys(c for caption in clauses for c in caption))
         encoded = self.projection(self.text_encoder.forward_joined(unique))  # once each
