@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from spatial_clap_sb.data.audio_io import load_stereo
 from spatial_clap_sb.files import atomic_write_npz
+from spatial_clap_sb.models.features import mid_signal
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class ContentFeatureCache:
         out = [None] * len(wavs)
         encoder = self.encoder.to(self.device)
         for indices in groups.values():
-            mid = torch.stack([signals[i] for i in indices]).mean(-1).to(self.device)
+            mid = mid_signal(torch.stack([signals[i] for i in indices])).to(self.device)
             with torch.inference_mode():
                 frames = encoder(mid).float().cpu()
             for i, item in zip(indices, frames.half()):

@@ -25,6 +25,7 @@ from torch import nn
 
 from spatial_clap_sb.language import ZoneVocabulary, caption_clause_pieces
 from spatial_clap_sb.models.blocks import frame_mask
+from spatial_clap_sb.models.features import mid_signal
 from spatial_clap_sb.models.text import check_captions
 
 
@@ -82,7 +83,7 @@ class SpatialAudioEncoder(nn.Module):
                 f"shape {tuple(wavs.shape)}."
             )
         if content_frames is None:
-            content_frames = self.content_encoder(wavs.mean(dim=-1), lengths)
+            content_frames = self.content_encoder(mid_signal(wavs), lengths)
         content = content_frames
         spatial = None
         if self.spatial_encoder is not None:
