@@ -479,23 +479,31 @@ def test_caption_clauses_invert_compose_caption(sources, phrasing, order):
     assert caption_clauses(caption) == [compose_caption([s], phrasing) for s in mentioned]
 
 
+def _generated_scenes(zones, split, seed, n_scenes):
+    """``(sources, style)`` of 2- and 3-source scenes of the built-in sounds, each in a
+    style drawn from a language split (sources named in the order given)."""
+    from spatial_clap_sb.data.synthesis import GENERATED_CLASSES
+
+    sounds = list(GENERATED_CLASSES.values())
+    rng = np.random.default_rng(seed)
+    for scene in range(n_scenes):
+        k = 2 + scene % 2
+        picked = rng.choice(len(sounds), k, replace=False)
+        sources = [{"caption": sounds[i][int(rng.integers(3))], "zone": zones.names[z]}
+                   for i, z in zip(picked, rng.choice(5, k, replace=False))]
+        yield sources, dataclasses.replace(draw_style(rng, zones, split),
+                                           order="as_given")
+
+
 @pytest.mark.parametrize("split", ["train", "heldout"])
 def test_caption_clauses_bind_every_sound_to_its_own_direction(split):
     """Generated captions of 2 and 3 sources and their permuted negatives, in either
     language: one clause per source, holding that source's sound and its own clause
     ("off to the left, a dog barks"), not the sound with a neighbour's direction."""
-    from spatial_clap_sb.data.synthesis import GENERATED_CLASSES
-
     zones = ZoneVocabulary.default()
-    sounds = list(GENERATED_CLASSES.values())
-    rng = np.random.default_rng(11)
     found = total = 0
-    for trial in range(400):
-        k = 2 + trial % 2
-        picked = rng.choice(len(sounds), k, replace=False)
-        sources = [{"caption": sounds[i][int(rng.integers(3))], "zone": zones.names[z]}
-                   for i, z in zip(picked, rng.choice(5, k, replace=False))]
-        style = dataclasses.replace(draw_style(rng, zones, split), order="as_given")
+    for sources, style in _generated_scenes(zones, split, seed=11, n_scenes=400):
+        k = len(sources)
         for mentioned in [sources] + permuted_assignments(sources):
             clauses = [c.lower() for c in caption_clauses(compose(mentioned, style, zones),
                                                            zones)]
@@ -594,18 +602,9 @@ def test_split_roles_keeps_every_sound_with_its_own_direction(split):
     leaves one source's sound in each clause; in most clauses no direction piece holds
     a word of the sound (not all: "a bell rings twice rightward" has no word between
     the sound and the direction and stays whole)."""
-    from spatial_clap_sb.data.synthesis import GENERATED_CLASSES
-
     zones = ZoneVocabulary.default()
-    sounds = list(GENERATED_CLASSES.values())
-    rng = np.random.default_rng(12)
     alone = clauses = 0
-    for trial in range(200):
-        k = 2 + trial % 2
-        picked = rng.choice(len(sounds), k, replace=False)
-        sources = [{"caption": sounds[i][int(rng.integers(3))], "zone": zones.names[z]}
-                   for i, z in zip(picked, rng.choice(5, k, replace=False))]
-        style = dataclasses.replace(draw_style(rng, zones, split), order="as_given")
+    for sources, style in _generated_scenes(zones, split, seed=12, n_scenes=200):
         caption = compose(sources, style, zones)
         whole = caption_clause_pieces(caption, zones)
         cut = caption_clause_pieces(caption, zones, split_roles=True)
