@@ -122,7 +122,9 @@ class TextTower(nn.Module):
         With ``compose_clauses``: a piece holding both a sound and a direction is read
         as two texts, the sound and the direction, so that a sound's token states are
         the same in every clause form, wording and frame (and the cache holds sounds and
-        wordings, not their combinations).
+        wordings, not their combinations). False by default, so that a model folder
+        exported without the key reads captions as it was trained; the model file
+        (``text_split_roles``) sets True.
 
     Example
     -------
