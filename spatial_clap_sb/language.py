@@ -830,8 +830,8 @@ def _clause_spans(caption, zones, split_roles=False):
     if len(clauses) < 2 and not (split_roles and units):
         return [(text, [text])]
     spans = []
-    for units in clauses:
-        pieces = [span for unit in units for span in unit.pieces]
+    for clause in clauses:
+        pieces = [span for unit in clause for span in unit.pieces]
         if split_roles:
             pieces = [part for start, end in pieces
                       for part in _role_parts(text, start, end, zones)]
