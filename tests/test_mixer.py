@@ -168,6 +168,20 @@ def test_render_is_the_linear_convolution_of_each_source(mixer, config):
         assert np.abs(rendered - expected).max() < 1e-5 * max(1.0, peak)
 
 
+@pytest.mark.parametrize("cache_mb", [0.0, 0.2, 512.0])
+def test_kept_rir_spectra_render_the_same_scenes(bank, zones, config, cache_mb):
+    # 0: every RIR transformed at each use; 0.2 MiB: a few kept, the rest not.
+    clips, load = make_clips(["a", "b", "c", "d", "e", "f"])
+    uncached = SceneMixer(clips, bank, zones, load, config, rir_spectrum_cache_mb=0.0)
+    mixer = SceneMixer(clips, bank, zones, load, config, rir_spectrum_cache_mb=cache_mb)
+    scenes = _draws(mixer, 3, count=20) * 2  # each RIR used again
+    for scene in scenes:
+        assert np.array_equal(mixer.render(scene), uncached.render(scene))
+    kept = len(mixer._rir_spectra)
+    assert kept <= mixer._max_cached_spectra and len(uncached._rir_spectra) == 0
+    assert (kept > 0) == (cache_mb > 0)
+
+
 def test_loud_scene_is_scaled_to_peak_limit(bank, zones):
     config = MixerConfig(scene_duration=0.5, source_rms=0.8, peak_limit=0.5)
     clips, load = make_clips(["a", "b", "c"], amplitude=0.9)
