@@ -2,7 +2,7 @@
 """The caption language in numbers: how much text training reads, and how well the
 clause finder splits captions it was not written for.
 
-    python benchmarks/caption_language.py --epochs 8
+    python benchmarks/caption_language.py --epochs 10
 
 Draws the captions of the recipe's training schedule as the on-the-fly mixer does
 (2500 one-source + 5000 two-source scenes per epoch over the built-in classes, a caption
@@ -87,7 +87,7 @@ def clause_accuracy(zones, split, n_scenes, rng):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--one_source", type=int, default=2500)
     parser.add_argument("--two_source", type=int, default=5000)
     parser.add_argument("--n_scenes", type=int, default=3000)

@@ -341,7 +341,12 @@ def main():
                         help="add the cost of caching a frozen AST-base's features")
     parser.add_argument("--long_file", type=float, default=None, metavar="SECONDS",
                         help="only embed one file this long and report its peak memory")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own choice); fewer than "
+                             "the cores leaves one to read files ahead")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as folder:
         model = SpatialCLAP.from_hparams(source=args.model,

@@ -820,6 +820,50 @@ def caption_clause_pieces(caption, zones=None, split_roles=False):
     return [pieces for _, pieces in _clause_spans(caption, zones, split_roles)]
 
 
+def join_neighbour_pieces(clauses, rng, probability):
+    """Joins neighbouring pieces of a clause at random (a training augmentation).
+
+    The clause finder cuts a clause at the words it knows; around words it does not
+    (a frame, a form or a wording it never read) the pieces stay joined, so a sound
+    can reach the encoder as "you can make out a bell ringing" rather than "a bell
+    ringing". Joining, in training, a random share of the cuts it did make teaches the
+    text tower to read a sound or a direction inside such longer pieces, without
+    naming any word it has not read.
+
+    Arguments
+    ---------
+    clauses : list of list of str
+        One list of pieces per clause (:func:`caption_clause_pieces`).
+    rng : random.Random
+        Decides each join.
+    probability : float
+        Chance that each pair of neighbouring pieces is joined.
+
+    Returns
+    -------
+    list of list of str
+
+    Example
+    -------
+    >>> import random
+    >>> pieces = [["In this recording", "a dog barks", "on the left"], ["rain falls"]]
+    >>> join_neighbour_pieces(pieces, random.Random(0), 1.0)
+    [['In this recording a dog barks on the left'], ['rain falls']]
+    >>> join_neighbour_pieces(pieces, random.Random(0), 0.0) == pieces
+    True
+    """
+    joined = []
+    for pieces in clauses:
+        kept = [pieces[0]]
+        for piece in pieces[1:]:
+            if rng.random() < probability:
+                kept[-1] = f"{kept[-1]} {piece}"
+            else:
+                kept.append(piece)
+        joined.append(kept)
+    return joined
+
+
 def _clause_spans(caption, zones, split_roles=False):
     """``(clause text, [piece texts])`` per clause."""
     zones = ZoneVocabulary.from_config(zones)

@@ -272,6 +272,30 @@ def test_split_roles_reads_sounds_and_wordings_not_their_combinations(frozen_tex
     assert tower.clause_pieces("rain falls on a tin roof") == [["rain falls on a tin roof"]]
 
 
+def test_pieces_are_joined_in_training_only_and_the_same_way_each_time(frozen_text):
+    """piece_join_prob: in training a caption's pieces may be read joined (decided by
+    its text, so twice the same); in evaluation they never are."""
+    torch.manual_seed(0)
+    tower = TextTower(frozen_text, ProjectionHead(384, 16), compose_clauses=True,
+                      split_roles=True, piece_join_prob=0.5)
+    captions = [f"In this recording, {s} on the left and rain falls on the right"
+                for s in ("a bell rings", "a dog barks", "a door slams", "birds chirp",
+                          "a car passes", "a phone rings")]
+    frozen_text._cache.clear()
+    tower.eval()
+    evaluated = tower(captions)
+    separate = set(frozen_text._cache)
+    assert "a bell rings" in separate and "in this recording" in separate
+    tower.train()
+    first, second = tower(captions), tower(captions)
+    assert torch.equal(first, second)
+    joined = set(frozen_text._cache) - separate
+    assert joined and all(" " in text for text in joined)
+    assert not torch.allclose(first, evaluated, atol=1e-3)
+    tower.eval()
+    assert torch.equal(tower(captions), evaluated)
+
+
 def test_an_uncased_encoder_caches_a_capitalised_piece_once(frozen_text):
     frozen_text._cache.clear()
     lower, upper = frozen_text(["a dog barks hard left", "A dog barks hard left"])

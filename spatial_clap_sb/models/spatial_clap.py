@@ -18,12 +18,18 @@ Every part is a constructor argument, so a HyperPyYAML file assembles the varian
 the not-content-aware one.
 """
 import math
+import random
+import zlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spatial_clap_sb.language import ZoneVocabulary, caption_clause_pieces
+from spatial_clap_sb.language import (
+    ZoneVocabulary,
+    caption_clause_pieces,
+    join_neighbour_pieces,
+)
 from spatial_clap_sb.models.blocks import frame_mask
 from spatial_clap_sb.models.features import mid_signal
 from spatial_clap_sb.models.text import check_captions
@@ -125,6 +131,12 @@ class TextTower(nn.Module):
         wordings, not their combinations). False by default, so that a model folder
         exported without the key reads captions as it was trained; the model file
         (``text_split_roles``) sets True.
+    piece_join_prob : float
+        In training only, with ``compose_clauses``: the chance that two neighbouring
+        pieces of a clause are read as one text
+        (:func:`~spatial_clap_sb.language.join_neighbour_pieces`), as the clause
+        finder leaves them around words it does not know. Decided per caption from
+        its text, so a run resumes exactly. Evaluation and inference never join.
 
     Example
     -------
@@ -136,12 +148,13 @@ class TextTower(nn.Module):
     """
 
     def __init__(self, text_encoder, projection, compose_clauses=False, zones=None,
-                 split_roles=False):
+                 split_roles=False, piece_join_prob=0.0):
         super().__init__()
         self.text_encoder = text_encoder
         self.projection = projection
         self.compose_clauses = bool(compose_clauses)
         self.split_roles = bool(split_roles)
+        self.piece_join_prob = float(piece_join_prob)
         self.zones = ZoneVocabulary.from_config(zones)
 
     def clause_pieces(self, caption):
@@ -155,7 +168,7 @@ class TextTower(nn.Module):
         if not self.compose_clauses:
             return self.projection(self.text_encoder(captions))
         check_captions(captions)
-        clauses = [[tuple(pieces) for pieces in self.clause_pieces(caption)]
+        clauses = [[tuple(pieces) for pieces in self._training_pieces(caption)]
                    for caption in captions]
         unique = list(dict.fromkeys(c for caption in clauses for c in caption))
         encoded = self.projection(self.text_encoder.forward_joined(unique))  # once each
@@ -167,6 +180,14 @@ class TextTower(nn.Module):
             0, torch.tensor(owners, device=encoded.device),
             encoded[torch.tensor(rows, device=encoded.device)])
         return F.normalize(sums, dim=-1)
+
+    def _training_pieces(self, caption):
+        """:meth:`clause_pieces`, with neighbours joined at random when training."""
+        pieces = self.clause_pieces(caption)
+        if not (self.training and self.piece_join_prob > 0):
+            return pieces
+        rng = random.Random(zlib.crc32(caption.encode("utf-8")))
+        return join_neighbour_pieces(pieces, rng, self.piece_join_prob)
 
     def pretrained_parameters(self):
         """Trainable parameters of the pretrained text model (for a lower LR)."""
