@@ -52,6 +52,7 @@ import torch
 
 from spatial_clap_sb.inference import SpatialCLAP
 from spatial_clap_sb.language import scene_captions
+from spatial_clap_sb.models.features import mid_signal
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "SpatialCLAP"
 SOUNDS = ["a dog barks", "rain falls on a tin roof", "a bell rings", "a car passes",
@@ -249,7 +250,7 @@ class TrainingStep:
         wavs = self.batch.sig.data
         with torch.no_grad():
             encoder.spatial_encoder.features(wavs)
-            encoder.content_encoder.features(wavs.mean(dim=-1))
+            encoder.content_encoder.features(mid_signal(wavs))
 
     def audio(self):
         """Audio tower forward and backward (features included)."""
