@@ -11,6 +11,10 @@ frames) replaced by the held-out part of the same kind. For each, with an export
 model: assignment accuracy (the recipe's metric, against the caption's own permuted
 captions) and text-to-audio R@1 among the set's scenes. The gap a part opens alone
 says how much of the held-out loss it accounts for.
+
+Then each held-out direction wording on its own: a held-out prompt with the wording
+("something can be heard at the far left") against the stored ``test_1src`` scenes,
+its mean similarity to the scenes of each zone, and the zone it scores highest.
 """
 import argparse
 import dataclasses
@@ -58,6 +62,55 @@ def scores(model, audio, entries, language, split, seed):
     return assignment, float(np.mean(top == np.arange(len(captions))))
 
 
+def wording_readings(model, audio, scene_zones, split="heldout"):
+    """Rows ``(zone, wording, mean similarity to each zone's scenes)`` of a split.
+
+    Arguments
+    ---------
+    model : SpatialCLAP
+    audio : np.ndarray
+        ``[scenes, dim]`` embeddings of one-source scenes.
+    scene_zones : np.ndarray
+        ``[scenes]`` zone index of each scene's source.
+    split : str
+        ``"heldout"`` or ``"train"``: whose wordings and first prompt form.
+    """
+    form = ENGLISH[split].prompt_forms[0]
+    rows = [(zone.name, wording) for zone in model.zones.zones
+            for wording in zone.wordings(split)]
+    prompts = model.encode_text([form.format(direction=w) for _, w in rows]).numpy()
+    similarity = prompts @ audio.T
+    per_zone = np.stack([similarity[:, scene_zones == k].mean(axis=1)
+                         for k in range(len(model.zones.zones))], axis=1)
+    return [(zone, wording, means) for (zone, wording), means in zip(rows, per_zone)]
+
+
+def print_wording_readings(model, data_folder):
+    """Prints :func:`wording_readings` of the held-out wordings on ``test_1src``."""
+    entries = _entries(data_folder, "test_1src")
+    audio = model.encode_files(_wavs(entries, data_folder), batch_size=32).numpy()
+    names = model.zones.names
+    scene_zones = np.array([names.index(e["sources"][0]["zone"]) for e in entries])
+    print(f"\n| zone | held-out wording | {' | '.join(names)} | read as |")
+    print("|---|---|" + "---|" * len(names) + "---|")
+    own = 0
+    for zone, wording, means in wording_readings(model, audio, scene_zones):
+        read = names[int(means.argmax())]
+        own += read == zone
+        cells = " | ".join(f"{m:+.2f}" for m in means)
+        print(f"| {zone} | {wording} | {cells} | {read} |")
+    print(f"\nheld-out wordings read as their own zone: {own}")
+
+
+def _entries(data_folder, test):
+    with open(os.path.join(data_folder, "manifests", f"{test}.json"), encoding="utf-8") as f:
+        return list(json.load(f).values())
+
+
+def _wavs(entries, data_folder):
+    return [e["wav"].replace("{data_root}", data_folder) for e in entries]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="exported model folder")
@@ -69,14 +122,12 @@ def main():
                                      savedir=os.path.join(tempfile.mkdtemp(), "model"))
     print("| test set | captions | assignment | t2a R@1 |\n|---|---|---|---|")
     for test in args.tests:
-        path = os.path.join(args.data_folder, "manifests", f"{test}.json")
-        with open(path, encoding="utf-8") as f:
-            entries = list(json.load(f).values())
-        wavs = [e["wav"].replace("{data_root}", args.data_folder) for e in entries]
-        audio = model.encode_files(wavs, batch_size=32).numpy()
+        entries = _entries(args.data_folder, test)
+        audio = model.encode_files(_wavs(entries, args.data_folder), batch_size=32).numpy()
         for name, (language, split) in variants().items():
             assignment, r1 = scores(model, audio, entries, language, split, args.seed)
             print(f"| {test} | {name} | {assignment:.3f} | {r1:.3f} |", flush=True)
+    print_wording_readings(model, args.data_folder)
 
 
 if __name__ == "__main__":
