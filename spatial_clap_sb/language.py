@@ -356,6 +356,23 @@ ENGLISH = {
                       "you hear something {direction}")),
 }
 
+def language_config(language=None):
+    """The sentence material of a language as plain lists (JSON-ready), per split.
+
+    A prepared data folder records it, so that scenes captioned with other material
+    are prepared anew.
+
+    Example
+    -------
+    >>> config = language_config()
+    >>> sorted(config), config["heldout"]["joiners"][0]
+    (['heldout', 'train'], [', ', ' whereas '])
+    """
+    return {split: {key: [list(v) if isinstance(v, tuple) else v for v in values]
+                    for key, values in dataclasses.asdict(material).items()}
+            for split, material in (language or ENGLISH).items()}
+
+
 # Mention orders of a drawn style: sounds named left to right, right to left, or in
 # random order (the caption must then bind each sound to its own direction phrase).
 MENTION_ORDERS = ("left_to_right", "right_to_left", "random")

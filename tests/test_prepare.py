@@ -1,6 +1,7 @@
 """Tests of the prepare step (spatial_clap_sb.data.prepare) on a tiny configuration."""
 
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -18,7 +19,12 @@ from spatial_clap_sb.data.prepare import (
     manifest_names,
     prepare_spatial_scenes,
 )
-from spatial_clap_sb.language import N_PHRASINGS, ZoneVocabulary, compose_caption
+from spatial_clap_sb.language import (
+    ENGLISH,
+    N_PHRASINGS,
+    ZoneVocabulary,
+    compose_caption,
+)
 
 SR = 16000
 SCENE_COUNTS = {"train": {1: 4, 2: 4}, "valid": {1: 2, 2: 2}, "test_1src": {1: 3},
@@ -243,6 +249,20 @@ def test_changed_options_rebuild(prepared_copy, change):
     before = _all_files(folder)
     prepare_spatial_scenes(str(folder), **_options(**change))
     assert _all_files(folder) == before
+
+
+def test_changed_caption_language_rebuilds(prepared_copy, monkeypatch):
+    """The sentence material is part of the saved options: a folder captioned with
+    other frames is prepared anew, and its training captions use the new ones."""
+    folder = prepared_copy
+    frame = "what the microphones picked up: {}"
+    only_frame = dataclasses.replace(ENGLISH["train"], frames=(frame,))
+    monkeypatch.setitem(ENGLISH, "train", only_frame)
+    paths = prepare_spatial_scenes(str(folder), **OPTIONS)
+    captions = [c for e in _load(paths["train"]).values() for c in e["captions"]]
+    assert captions and all(c.lower().startswith("what the microphones") for c in captions)
+    saved = _load(folder / "prepare_options.json")
+    assert saved["caption_language"]["train"]["frames"] == [frame]
 
 
 def test_interrupted_run_resumes(tmp_path, prepared, monkeypatch):

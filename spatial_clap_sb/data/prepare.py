@@ -69,7 +69,12 @@ from spatial_clap_sb.data.spatialiser import (
 )
 from spatial_clap_sb.data.synthesis import generate_library
 from spatial_clap_sb.files import atomic_write_json, atomic_write_npz, atomic_write_text
-from spatial_clap_sb.language import N_PHRASINGS, ZoneVocabulary, scene_captions
+from spatial_clap_sb.language import (
+    N_PHRASINGS,
+    ZoneVocabulary,
+    language_config,
+    scene_captions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +199,7 @@ def prepare_spatial_scenes(
         spatialiser=spatialiser.to_dict(), mixer=_mixer_dict(mixer),
         split_fractions=list(split_fractions), split_by=split_by, seed=seed,
         heldout_language=bool(heldout_language), on_bad_data=on_bad_data,
+        caption_language=language_config(),
     )
     # Options added later count only when set, so folders prepared before them stay valid.
     if audioset_tags:
