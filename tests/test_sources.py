@@ -392,7 +392,8 @@ def test_load_clip_requires_caption(tmp_path):
 
 @pytest.mark.parametrize("orig_sr, target_sr", [(44100, 16000), (48000, 16000),
                                                 (22050, 16000), (8000, 16000),
-                                                (16000, 44100), (96000, 16000)])
+                                                (16000, 44100), (96000, 16000),
+                                                (24000, 16000)])
 @pytest.mark.parametrize("n_samples", [1, 7, 4411, 20003])
 def test_resample_matches_scipy_resample_poly(orig_sr, target_sr, n_samples):
     """The cached polyphase kernel applies SciPy's filter: same length, same samples up

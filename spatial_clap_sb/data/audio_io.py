@@ -32,6 +32,10 @@ __all__ = [
     "write_audio",
 ]
 
+# The resampler's convolution computes at least this many output samples per block (a
+# rate pair with fewer phases per period, such as 48 to 16 kHz with one, groups periods).
+MIN_PHASES = 16
+
 
 class AudioReadError(ValueError):
     """An audio file exists but cannot be used: unreadable, corrupt, empty or not finite."""
@@ -61,8 +65,12 @@ def resample(data, orig_sr, target_sr):
     crossings each side at the higher rate), built once per rate pair and applied as
     a strided convolution with torch, one row per output phase (:func:`_polyphase`):
     the output equals ``scipy.signal.resample_poly`` up to float rounding (about
-    1e-7) at a few times its speed. Deterministic (no randomness). The output has
-    ``ceil(len * target_sr / orig_sr)`` samples.
+    1e-7) at a few times its speed. A rate pair with few output phases (48 to 16 kHz
+    has one) takes several resampler periods per block, one row per output sample of
+    the block (at least ``MIN_PHASES`` rows): a convolution with one output row runs
+    about four times slower per sample, and the samples are the same to the bit.
+    Deterministic (no randomness). The output has ``ceil(len * target_sr / orig_sr)``
+    samples.
 
     Arguments
     ---------
@@ -99,29 +107,33 @@ def resample(data, orig_sr, target_sr):
     n_out = -(-n_in * up // down)
     if n_in == 0:
         return np.zeros((0,) + data.shape[1:], dtype=np.float32)
-    kernel, first_input, first_output = _polyphase(up, down)
+    periods = -(-MIN_PHASES // up)  # resampler periods per block
+    kernel, first_input, first_output = _polyphase(up, down, periods)
+    phases, stride = up * periods, down * periods
     channels = torch.from_numpy(data.reshape(n_in, -1)).T  # a view: F.pad copies
-    # Output n = block * up + phase reads inputs from block * down + first_input on.
-    n_blocks = (first_output + n_out - 1) // up + 1
+    # Output n = block * phases + phase reads inputs from block * stride + first_input on.
+    n_blocks = (first_output + n_out - 1) // phases + 1
     width = kernel.shape[-1]
     padded = F.pad(channels[:, None], (-first_input, max(
-        0, (n_blocks - 1) * down + width - (n_in - first_input))))
+        0, (n_blocks - 1) * stride + width - (n_in - first_input))))
     with torch.inference_mode():
-        out = F.conv1d(padded, kernel, stride=down)[..., :n_blocks]  # [C, up, blocks]
+        out = F.conv1d(padded, kernel, stride=stride)[..., :n_blocks]  # [C, phases, blocks]
     out = out.permute(2, 1, 0).reshape(-1, len(channels))  # [time, channels], one copy
     out = out[first_output:first_output + n_out].numpy()
     return np.ascontiguousarray(out.reshape((n_out,) + data.shape[1:]))
 
 
 @functools.lru_cache(maxsize=16)
-def _polyphase(up, down):
-    """``resample_poly``'s filter for ``up / down``, split into ``up`` phase rows.
+def _polyphase(up, down, periods=1):
+    """``resample_poly``'s filter for ``up / down``, split into one row per output phase
+    of ``periods`` resampler periods (``up * periods`` rows; a block of them reads
+    ``down * periods`` new input samples).
 
     Returns
     -------
     kernel : torch.Tensor
-        ``[up, 1, width]``: row ``p`` holds the taps that output phase ``p`` applies to
-        ``width`` consecutive input samples.
+        ``[up * periods, 1, width]``: row ``p`` holds the taps that output ``p`` of a
+        block applies to ``width`` consecutive input samples.
     first_input : int
         Input index (<= 0) of the first tap of output block 0.
     first_output : int
@@ -136,9 +148,10 @@ def _polyphase(up, down):
     first_output = (half_len + pre_pad) // down
     # Full output n reads input j through tap n * down - j * up (when in range).
     first_input = -((len(taps) - 1) // up)
-    last_input = (up - 1) * down // up
+    phases = up * periods
+    last_input = (phases - 1) * down // up
     offsets = np.arange(first_input, last_input + 1)
-    index = np.arange(up)[:, None] * down - offsets[None, :] * up
+    index = np.arange(phases)[:, None] * down - offsets[None, :] * up
     valid = (index >= 0) & (index < len(taps))
     kernel = np.where(valid, taps[np.clip(index, 0, len(taps) - 1)], np.float32(0))
     return torch.from_numpy(kernel[:, None, :].copy()), int(first_input), int(first_output)
