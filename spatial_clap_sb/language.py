@@ -356,6 +356,7 @@ ENGLISH = {
                       "you hear something {direction}")),
 }
 
+
 def language_config(language=None):
     """The sentence material of a language as plain lists (JSON-ready), per split.
 

@@ -68,7 +68,7 @@ def resample(data, orig_sr, target_sr):
     1e-7) at a few times its speed. A rate pair with few output phases (48 to 16 kHz
     has one) takes several resampler periods per block, one row per output sample of
     the block (at least ``MIN_PHASES`` rows): a convolution with one output row runs
-    about four times slower per sample, and the samples are the same to the bit.
+    about five times slower per sample, and the samples are the same to the bit.
     Deterministic (no randomness). The output has ``ceil(len * target_sr / orig_sr)``
     samples.
 

@@ -199,7 +199,7 @@ def prepare_spatial_scenes(
         spatialiser=spatialiser.to_dict(), mixer=_mixer_dict(mixer),
         split_fractions=list(split_fractions), split_by=split_by, seed=seed,
         heldout_language=bool(heldout_language), on_bad_data=on_bad_data,
-        caption_language=language_config(),
+        caption_language=language_config(),  # other sentence material: rebuilt
     )
     # Options added later count only when set, so folders prepared before them stay valid.
     if audioset_tags:
