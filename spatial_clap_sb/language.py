@@ -882,6 +882,58 @@ def join_neighbour_pieces(clauses, rng, probability):
     return joined
 
 
+# Words a caption may wrap around a sound or a direction that say neither ("clearly",
+# "we notice"): glued to pieces at random in training (:func:`glue_fillers`). None of
+# them is a word that only the held-out language uses (a test checks it).
+FILLERS = ("there's", "we notice", "one notices", "also", "now", "again", "apparently",
+           "clearly", "faintly", "audibly", "distinctly", "softly", "loudly", "quietly",
+           "nearby", "too", "for a while", "the sound of", "recorded", "captured",
+           "presumably", "mostly", "briefly", "continuously")
+
+
+def glue_fillers(clauses, rng, probability, fillers=FILLERS):
+    """Glues a filler before or after pieces at random (a training augmentation).
+
+    A caption's words that the clause finder does not know stay inside the piece next
+    to them ("is where a bell rings", "heard a bit left"). Gluing, in training, words
+    that say nothing of the scene to a random share of the pieces teaches the text
+    tower to read a sound or a direction past words it has not read, with fillers of
+    their own rather than any word of the held-out language.
+
+    Arguments
+    ---------
+    clauses : list of list of str
+        One list of pieces per clause (:func:`caption_clause_pieces`).
+    rng : random.Random
+        Decides which pieces get a filler, which filler and on which side.
+    probability : float
+        Chance that each piece gets a filler.
+    fillers : tuple of str
+
+    Returns
+    -------
+    list of list of str
+
+    Example
+    -------
+    >>> import random
+    >>> glue_fillers([["a dog barks", "on the left"]], random.Random(3), 1.0)
+    [['the sound of a dog barks', 'on the left too']]
+    >>> glue_fillers([["a dog barks"]], random.Random(3), 0.0)
+    [['a dog barks']]
+    """
+    glued = []
+    for pieces in clauses:
+        row = []
+        for piece in pieces:
+            if rng.random() < probability:
+                filler = fillers[rng.randrange(len(fillers))]
+                piece = f"{filler} {piece}" if rng.random() < 0.5 else f"{piece} {filler}"
+            row.append(piece)
+        glued.append(row)
+    return glued
+
+
 def _clause_spans(caption, zones, split_roles=False):
     """``(clause text, [piece texts])`` per clause."""
     zones = ZoneVocabulary.from_config(zones)

@@ -10,6 +10,7 @@ import yaml
 
 from spatial_clap_sb.language import (
     ENGLISH,
+    FILLERS,
     FRAME_WORDS,
     N_PHRASINGS,
     Zone,
@@ -21,6 +22,7 @@ from spatial_clap_sb.language import (
     direction_prompt_sets,
     direction_prompts,
     draw_style,
+    glue_fillers,
     permuted_assignments,
     permuted_captions,
     random_direction_prompts,
@@ -388,6 +390,35 @@ def test_held_out_language_shares_no_wording_form_joiner_or_frame_with_training(
     train, heldout = ENGLISH["train"], ENGLISH["heldout"]
     for field in ("clause_forms", "joiners", "frames", "prompt_forms"):
         assert not set(getattr(train, field)) & set(getattr(heldout, field)), field
+
+
+def _material_words(split):
+    language, zones = ENGLISH[split], ZoneVocabulary.default().zones
+    texts = [w for z in zones for w in z.wordings(split)]
+    texts += list(language.clause_forms + language.frames + language.prompt_forms)
+    texts += [j for pair in language.joiners for j in pair]
+    return {w for text in texts for w in words_of(text.replace("{sound}", " ")
+                                                  .replace("{direction}", " ")
+                                                  .replace("{}", " "))}
+
+
+def test_fillers_use_no_word_that_only_the_held_out_language_has():
+    held_out_only = _material_words("heldout") - _material_words("train")
+    assert {"whereas", "forward", "where", "clip"} <= held_out_only  # the check can fail
+    filler_words = {w for filler in FILLERS for w in words_of(filler)}
+    assert not filler_words & held_out_only, filler_words & held_out_only
+    assert not any(ZoneVocabulary.default().is_direction_word(w) for w in filler_words)
+
+
+def test_glue_fillers_wraps_pieces_at_the_given_rate():
+    import random
+    clauses = [["a dog barks", "on the left"], ["rain falls", "to the right"]] * 200
+    glued = glue_fillers(clauses, random.Random(0), 0.3)
+    changed = [(a, b) for row, out in zip(clauses, glued) for a, b in zip(row, out) if a != b]
+    assert 0.25 < len(changed) / 800 < 0.35
+    for piece, wrapped in changed:  # the piece itself, a filler on one side
+        assert any(wrapped in (f"{f} {piece}", f"{piece} {f}") for f in FILLERS)
+    assert glue_fillers(clauses, random.Random(0), 0.0) == clauses
 
 
 def test_the_default_vocabulary_is_the_zone_file_of_the_recipes():

@@ -296,6 +296,29 @@ def test_pieces_are_joined_in_training_only_and_the_same_way_each_time(frozen_te
     assert torch.equal(tower(captions), evaluated)
 
 
+def test_fillers_are_glued_in_training_only_and_the_same_way_each_time(frozen_text):
+    """filler_prob: in training a caption's pieces may be read with a filler glued to
+    them (decided by its text, so twice the same); in evaluation they never are."""
+    from spatial_clap_sb.language import FILLERS
+    torch.manual_seed(0)
+    tower = TextTower(frozen_text, ProjectionHead(384, 16), compose_clauses=True,
+                      split_roles=True, filler_prob=0.5)
+    captions = [f"{s} on the left and rain falls on the right"
+                for s in ("a bell rings", "a dog barks", "a door slams", "birds chirp")]
+    frozen_text._cache.clear()
+    tower.eval()
+    evaluated = tower(captions)
+    plain = set(frozen_text._cache)
+    tower.train()
+    first, second = tower(captions), tower(captions)
+    assert torch.equal(first, second)
+    glued = set(frozen_text._cache) - plain
+    assert glued and all(any(f in text for f in FILLERS) for text in glued)
+    assert not torch.allclose(first, evaluated, atol=1e-3)
+    tower.eval()
+    assert torch.equal(tower(captions), evaluated)
+
+
 def test_an_uncased_encoder_caches_a_capitalised_piece_once(frozen_text):
     frozen_text._cache.clear()
     lower, upper = frozen_text(["a dog barks hard left", "A dog barks hard left"])

@@ -28,6 +28,7 @@ from torch import nn
 from spatial_clap_sb.language import (
     ZoneVocabulary,
     caption_clause_pieces,
+    glue_fillers,
     join_neighbour_pieces,
 )
 from spatial_clap_sb.models.blocks import frame_mask
@@ -137,6 +138,12 @@ class TextTower(nn.Module):
         (:func:`~spatial_clap_sb.language.join_neighbour_pieces`), as the clause
         finder leaves them around words it does not know. Decided per caption from
         its text, so a run resumes exactly. Evaluation and inference never join.
+    filler_prob : float
+        In training only, with ``compose_clauses``: the chance that a piece is read
+        with a filler glued before or after it ("clearly", "we notice";
+        :func:`~spatial_clap_sb.language.glue_fillers`), as words the clause finder
+        does not know stay glued to a sound or a direction. Decided per caption from
+        its text, like ``piece_join_prob``; evaluation and inference never glue.
 
     Example
     -------
@@ -148,13 +155,14 @@ class TextTower(nn.Module):
     """
 
     def __init__(self, text_encoder, projection, compose_clauses=False, zones=None,
-                 split_roles=False, piece_join_prob=0.0):
+                 split_roles=False, piece_join_prob=0.0, filler_prob=0.0):
         super().__init__()
         self.text_encoder = text_encoder
         self.projection = projection
         self.compose_clauses = bool(compose_clauses)
         self.split_roles = bool(split_roles)
         self.piece_join_prob = float(piece_join_prob)
+        self.filler_prob = float(filler_prob)
         self.zones = ZoneVocabulary.from_config(zones)
 
     def clause_pieces(self, caption):
@@ -182,12 +190,17 @@ class TextTower(nn.Module):
         return F.normalize(sums, dim=-1)
 
     def _training_pieces(self, caption):
-        """:meth:`clause_pieces`, with neighbours joined at random when training."""
+        """:meth:`clause_pieces`, with neighbours joined and fillers glued at random
+        when training."""
         pieces = self.clause_pieces(caption)
-        if not (self.training and self.piece_join_prob > 0):
+        if not (self.training and (self.piece_join_prob > 0 or self.filler_prob > 0)):
             return pieces
         rng = random.Random(zlib.crc32(caption.encode("utf-8")))
-        return join_neighbour_pieces(pieces, rng, self.piece_join_prob)
+        if self.piece_join_prob > 0:
+            pieces = join_neighbour_pieces(pieces, rng, self.piece_join_prob)
+        if self.filler_prob > 0:
+            pieces = glue_fillers(pieces, rng, self.filler_prob)
+        return pieces
 
     def pretrained_parameters(self):
         """Trainable parameters of the pretrained text model (for a lower LR)."""
