@@ -44,6 +44,7 @@ import functools
 import importlib.resources
 import itertools
 import re
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -889,9 +890,13 @@ FILLERS = ("there's", "we notice", "one notices", "also", "now", "again", "appar
            "clearly", "faintly", "audibly", "distinctly", "softly", "loudly", "quietly",
            "nearby", "too", "for a while", "the sound of", "recorded", "captured",
            "presumably", "mostly", "briefly", "continuously")
+# A piece is glued in this many ways only (a filler and a side, fixed by its text), so
+# that a frozen text encoder reads at most 1 + FILLER_WAYS_PER_PIECE texts per piece.
+FILLER_WAYS_PER_PIECE = 1
 
 
-def glue_fillers(clauses, rng, probability, fillers=FILLERS):
+def glue_fillers(clauses, rng, probability, fillers=FILLERS,
+                 ways_per_piece=FILLER_WAYS_PER_PIECE):
     """Glues a filler before or after pieces at random (a training augmentation).
 
     A caption's words that the clause finder does not know stay inside the piece next
@@ -905,10 +910,16 @@ def glue_fillers(clauses, rng, probability, fillers=FILLERS):
     clauses : list of list of str
         One list of pieces per clause (:func:`caption_clause_pieces`).
     rng : random.Random
-        Decides which pieces get a filler, which filler and on which side.
+        Decides which pieces get a filler (and, with several ways, which way).
     probability : float
         Chance that each piece gets a filler.
     fillers : tuple of str
+    ways_per_piece : int or None
+        A piece is glued in one of this many ways (filler, side), consecutive in the
+        list of all ``2 * len(fillers)`` ways from a place set by the crc32 of its
+        lower-cased text, so that every filler still reaches some pieces. It bounds the
+        texts a frozen text encoder reads and caches (None: any way, about ten times
+        more texts over a default run).
 
     Returns
     -------
@@ -918,7 +929,7 @@ def glue_fillers(clauses, rng, probability, fillers=FILLERS):
     -------
     >>> import random
     >>> glue_fillers([["a dog barks", "on the left"]], random.Random(3), 1.0)
-    [['the sound of a dog barks', 'on the left too']]
+    [['a dog barks loudly', 'on the left audibly']]
     >>> glue_fillers([["a dog barks"]], random.Random(3), 0.0)
     [['a dog barks']]
     """
@@ -927,11 +938,24 @@ def glue_fillers(clauses, rng, probability, fillers=FILLERS):
         row = []
         for piece in pieces:
             if rng.random() < probability:
-                filler = fillers[rng.randrange(len(fillers))]
-                piece = f"{filler} {piece}" if rng.random() < 0.5 else f"{piece} {filler}"
+                piece = _glued(piece, fillers, _way(piece, rng, 2 * len(fillers),
+                                                    ways_per_piece))
             row.append(piece)
         glued.append(row)
     return glued
+
+
+def _way(piece, rng, n_ways, ways_per_piece):
+    """Index of a (filler, side) way among ``n_ways``."""
+    if not ways_per_piece or ways_per_piece >= n_ways:
+        return rng.randrange(n_ways)
+    start = zlib.crc32(piece.lower().encode("utf-8"))
+    return (start + rng.randrange(ways_per_piece)) % n_ways
+
+
+def _glued(piece, fillers, way):
+    filler = fillers[way // 2]
+    return f"{filler} {piece}" if way % 2 == 0 else f"{piece} {filler}"
 
 
 def _clause_spans(caption, zones, split_roles=False):

@@ -11,6 +11,7 @@ import yaml
 from spatial_clap_sb.language import (
     ENGLISH,
     FILLERS,
+    FILLER_WAYS_PER_PIECE,
     FRAME_WORDS,
     N_PHRASINGS,
     Zone,
@@ -419,6 +420,24 @@ def test_glue_fillers_wraps_pieces_at_the_given_rate():
     for piece, wrapped in changed:  # the piece itself, a filler on one side
         assert any(wrapped in (f"{f} {piece}", f"{piece} {f}") for f in FILLERS)
     assert glue_fillers(clauses, random.Random(0), 0.0) == clauses
+
+
+def test_each_piece_is_glued_in_few_ways_and_every_filler_is_used():
+    import random
+    pieces = [f"sound number {i}" for i in range(300)]
+    ways = {piece: set() for piece in pieces}
+    for seed in range(40):
+        for (piece,), (out,) in zip([[p] for p in pieces],
+                                    glue_fillers([[p] for p in pieces], random.Random(seed), 1.0)):
+            ways[piece].add(out)
+    assert {len(w) for w in ways.values()} == {FILLER_WAYS_PER_PIECE}
+    used = {f for piece, outs in ways.items() for out in outs for f in FILLERS
+            if out in (f"{f} {piece}", f"{piece} {f}")}
+    assert used == set(FILLERS)
+    for limit in (3, None):
+        glued = glue_fillers([["a dog barks"]] * 400, random.Random(0), 1.0,
+                             ways_per_piece=limit)
+        assert len({out for (out,) in glued}) == (limit or 2 * len(FILLERS))
 
 
 def test_the_default_vocabulary_is_the_zone_file_of_the_recipes():
