@@ -8,7 +8,8 @@ Draws the captions of the recipe's training schedule as the on-the-fly mixer doe
 (2500 one-source + 5000 two-source scenes per epoch over the built-in classes, a caption
 and a second one per scene plus the caption's permuted negatives) and counts the
 distinct captions, clauses and pieces (the texts the frozen MiniLM reads, lower-cased;
-with sound and direction read apart, as the default text tower reads them, and whole).
+with sound and direction read apart, as the default text tower reads them, with the
+training fillers glued to them at ``--filler_prob``, and whole).
 Then composes 2- and 3-source captions in the template, training and held-out language
 and reports how often :func:`~spatial_clap_sb.language.caption_clauses` returns
 exactly one clause per source, each holding that source's sound with its own direction
@@ -32,6 +33,7 @@ from spatial_clap_sb.language import (
     scene_captions,
     source_clause,
     template_style,
+    training_pieces,
 )
 
 
@@ -43,11 +45,12 @@ def draw_sources(rng, zones, n_sources):
             for i, z in zip(picked, rng.choice(len(zones), n_sources, replace=False))]
 
 
-def training_text(zones, epochs, counts, rng):
+def training_text(zones, epochs, counts, rng, filler_prob):
     """Distinct captions and clauses of a simulated training schedule, and the distinct
     pieces the text encoder reads: with sound and direction read apart (split_roles,
-    the default) and with the pieces between cuts read whole."""
-    captions, clauses, pieces, whole_pieces = set(), set(), set(), set()
+    the default), the same with fillers glued at ``filler_prob``, and with the pieces
+    between cuts read whole."""
+    captions, clauses, pieces, glued, whole_pieces = set(), set(), set(), set(), set()
     for _ in range(epochs):
         for n_sources, count in counts.items():
             for _ in range(count):
@@ -56,11 +59,14 @@ def training_text(zones, epochs, counts, rng):
                 for caption in drawn + permuted[0]:
                     captions.add(caption)
                     clauses.update(c.lower() for c in caption_clauses(caption, zones))
-                    for clause in caption_clause_pieces(caption, zones, split_roles=True):
+                    split = caption_clause_pieces(caption, zones, split_roles=True)
+                    for clause in split:
                         pieces.update(p.lower() for p in clause)
+                    for clause in training_pieces(split, caption, filler_prob=filler_prob):
+                        glued.update(p.lower() for p in clause)
                     for clause in caption_clause_pieces(caption, zones):
                         whole_pieces.update(p.lower() for p in clause)
-    return len(captions), len(clauses), len(pieces), len(whole_pieces)
+    return len(captions), len(clauses), len(pieces), len(glued), len(whole_pieces)
 
 
 def clause_accuracy(zones, split, n_scenes, rng):
@@ -92,14 +98,18 @@ def main():
     parser.add_argument("--two_source", type=int, default=5000)
     parser.add_argument("--n_scenes", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--filler_prob", type=float, default=0.3,
+                        help="the recipe's text_filler_prob")
     args = parser.parse_args()
     zones = ZoneVocabulary.default()
     rng = np.random.default_rng(args.seed)
-    n_captions, n_clauses, n_pieces, n_whole = training_text(
-        zones, args.epochs, {1: args.one_source, 2: args.two_source}, rng)
+    n_captions, n_clauses, n_pieces, n_glued, n_whole = training_text(
+        zones, args.epochs, {1: args.one_source, 2: args.two_source}, rng,
+        args.filler_prob)
     print(f"training, {args.epochs} epochs: {n_captions} distinct captions, "
           f"{n_clauses} distinct clauses; the text encoder reads {n_pieces} distinct "
-          f"pieces with sound and direction apart ({n_whole} with pieces read whole)")
+          f"pieces with sound and direction apart, {n_glued} with fillers glued at "
+          f"{args.filler_prob:g} ({n_whole} with pieces read whole)")
     for split in ("template", "train", "heldout"):
         accuracy, total = clause_accuracy(zones, split, args.n_scenes, rng)
         print(f"clause finder, {split} language: {accuracy:.4f} of {total} captions")

@@ -43,6 +43,7 @@ import dataclasses
 import functools
 import importlib.resources
 import itertools
+import random
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -956,6 +957,42 @@ def _way(piece, rng, n_ways, ways_per_piece):
 def _glued(piece, fillers, way):
     filler = fillers[way // 2]
     return f"{filler} {piece}" if way % 2 == 0 else f"{piece} {filler}"
+
+
+def training_pieces(clauses, caption, join_prob=0.0, filler_prob=0.0):
+    """The pieces a text tower reads for a caption in training: neighbours joined
+    (:func:`join_neighbour_pieces`) and fillers glued (:func:`glue_fillers`) at random,
+    decided by the crc32 of the caption, so that a caption always reads the same way
+    and a resumed run reads what it would have read.
+
+    Arguments
+    ---------
+    clauses : list of list of str
+        The caption's pieces (:func:`caption_clause_pieces`).
+    caption : str
+        The caption itself (seeds the choices).
+    join_prob, filler_prob : float
+
+    Returns
+    -------
+    list of list of str
+
+    Example
+    -------
+    >>> pieces = [["a dog barks", "on the left"]]
+    >>> training_pieces(pieces, "A dog barks on the left.", filler_prob=0.5)
+    [['a dog barks', 'on the left audibly']]
+    >>> training_pieces(pieces, "A dog barks on the left.") == pieces
+    True
+    """
+    if join_prob <= 0 and filler_prob <= 0:
+        return clauses
+    rng = random.Random(zlib.crc32(caption.encode("utf-8")))
+    if join_prob > 0:
+        clauses = join_neighbour_pieces(clauses, rng, join_prob)
+    if filler_prob > 0:
+        clauses = glue_fillers(clauses, rng, filler_prob)
+    return clauses
 
 
 def _clause_spans(caption, zones, split_roles=False):

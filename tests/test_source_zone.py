@@ -1,5 +1,4 @@
 """The SELD-style source-zone head: targets, loss and what it can learn."""
-import pytest
 import torch
 import torch.nn.functional as F
 

@@ -18,8 +18,6 @@ Every part is a constructor argument, so a HyperPyYAML file assembles the varian
 the not-content-aware one.
 """
 import math
-import random
-import zlib
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +26,7 @@ from torch import nn
 from spatial_clap_sb.language import (
     ZoneVocabulary,
     caption_clause_pieces,
-    glue_fillers,
-    join_neighbour_pieces,
+    training_pieces,
 )
 from spatial_clap_sb.models.blocks import frame_mask
 from spatial_clap_sb.models.features import mid_signal
@@ -193,14 +190,9 @@ class TextTower(nn.Module):
         """:meth:`clause_pieces`, with neighbours joined and fillers glued at random
         when training."""
         pieces = self.clause_pieces(caption)
-        if not (self.training and (self.piece_join_prob > 0 or self.filler_prob > 0)):
+        if not self.training:
             return pieces
-        rng = random.Random(zlib.crc32(caption.encode("utf-8")))
-        if self.piece_join_prob > 0:
-            pieces = join_neighbour_pieces(pieces, rng, self.piece_join_prob)
-        if self.filler_prob > 0:
-            pieces = glue_fillers(pieces, rng, self.filler_prob)
-        return pieces
+        return training_pieces(pieces, caption, self.piece_join_prob, self.filler_prob)
 
     def pretrained_parameters(self):
         """Trainable parameters of the pretrained text model (for a lower LR)."""
