@@ -919,8 +919,9 @@ def glue_fillers(clauses, rng, probability, fillers=FILLERS,
         A piece is glued in one of this many ways (filler, side), consecutive in the
         list of all ``2 * len(fillers)`` ways from a place set by the crc32 of its
         lower-cased text, so that every filler still reaches some pieces. It bounds the
-        texts a frozen text encoder reads and caches (None: any way, about ten times
-        more texts over a default run).
+        texts a frozen text encoder reads and caches (None: any way; over the
+        recipe's schedule 19 998 texts against 4 416 with one way and 2 542
+        without fillers).
 
     Returns
     -------
