@@ -4,10 +4,11 @@
     python benchmarks/heldout_factors.py --model results/spatial_clap/1234/model \
         --data_folder data/generated
 
-The stored ``test_2src`` and ``test_3src`` scenes are described anew, one caption per
-scene (seeded), in the training language, in the held-out language, and in the
-training language with one of its parts (direction wordings, clause forms, joiners,
-frames) replaced by the held-out part of the same kind. For each, with an exported
+The stored ``test_2src`` and ``test_3src`` scenes (or those of ``--tests``; of the
+``valid`` set, its two-source scenes) are described anew, one caption per scene
+(seeded), in the training language, in the held-out language, and in the training
+language with one of its parts (direction wordings, clause forms, joiners, frames)
+replaced by the held-out part of the same kind. For each, with an exported
 model: assignment accuracy (the recipe's metric, against the caption's own permuted
 captions) and text-to-audio R@1 among the set's scenes. The gap a part opens alone
 says how much of the held-out loss it accounts for.
@@ -115,14 +116,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="exported model folder")
     parser.add_argument("--data_folder", required=True, help="a prepared data folder")
-    parser.add_argument("--tests", nargs="+", default=["test_2src", "test_3src"])
+    parser.add_argument("--tests", nargs="+", default=["test_2src", "test_3src"],
+                        help="stored manifests (valid: its two-source scenes)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     model = SpatialCLAP.from_hparams(source=args.model,
                                      savedir=os.path.join(tempfile.mkdtemp(), "model"))
     print("| test set | captions | assignment | t2a R@1 |\n|---|---|---|---|")
     for test in args.tests:
-        entries = _entries(args.data_folder, test)
+        # Scenes of two sources or more: a one-source scene has no permuted captions.
+        entries = [e for e in _entries(args.data_folder, test) if len(e["sources"]) > 1]
         audio = model.encode_files(_wavs(entries, args.data_folder), batch_size=32).numpy()
         for name, (language, split) in variants().items():
             assignment, r1 = scores(model, audio, entries, language, split, args.seed)
