@@ -86,7 +86,7 @@ def main():
     scenes = dynamic_scene_dataset(mixer, {1: one_source, 2: n_scenes - one_source},
                                    seed=args.seed, zones=model["zones"])
     loader = sb.dataio.dataloader.make_dataloader(scenes, batch_size=args.batch_size,
-                                                  shuffle=True)
+                                                  shuffle=True, collate_fn=scenes.collate_fn)
     train(audio, head, loader, args.steps, args.lr)
     for name in ("test_2src", "test_3src"):
         dataset = scene_dataset(f"{args.data_folder}/manifests/{name}.json",

@@ -10,7 +10,7 @@ table gives the median over rounds), so that the machine's state weighs on every
 alike. Cases:
 
 - **audio, memory**: ``encode_signals`` on 10-s stereo clips at 16 kHz already in
-  memory (the model alone);
+  memory (the model alone), in fp32 and with ``audio_precision="bf16"``;
 - **audio, files**: ``encode_files`` on the same audio written as 16 kHz WAV, 44.1 kHz
   WAV, 48 kHz WAV and 44.1 kHz FLAC (reading and resampling included);
 - **audio, ONNX Runtime**: the audio tower exported by ``spatial-clap export-onnx``
@@ -89,6 +89,15 @@ def audio_cases(model, folder, n_clips, seconds, batch_size):
     in_memory = [torch.from_numpy(c) for c in stereo_clips(n_clips, seconds, 16000)]
     cases = {"audio, memory (16 kHz)":
              (lambda: model.encode_signals(in_memory, batch_size=batch_size), audio)}
+
+    def in_memory_bf16():
+        model.audio_precision = "bf16"
+        try:
+            model.encode_signals(in_memory, batch_size=batch_size)
+        finally:
+            model.audio_precision = "fp32"
+
+    cases["audio, memory, bf16 autocast (16 kHz)"] = (in_memory_bf16, audio)
     for rate, fmt in ((16000, "wav"), (44100, "wav"), (48000, "wav"), (44100, "flac")):
         sub = os.path.join(folder, f"{rate}_{fmt}")
         os.makedirs(sub)
@@ -266,10 +275,9 @@ class TrainingStep:
         (captions.sum() + paraphrases.sum() + negatives.sum()).backward()
 
     def render_stored(self):
-        """Drawing and rendering scenes as the prepare step does."""
+        """Drawing and rendering scenes as the prepare step does (one pass a chunk)."""
         rng = np.random.default_rng(0)
-        for _ in range(self.batch_size):
-            self.mixer.render(self.mixer.draw(rng, 2))
+        self.mixer.render_batch([self.mixer.draw(rng, 2) for _ in range(self.batch_size)])
 
     def cases(self):
         n = self.batch_size
@@ -384,11 +392,12 @@ def main():
     memory = rate["audio, memory (16 kHz)"]
     print("\nratios")
     for name in rate:
-        if name.startswith("audio, files") or name.startswith("audio, ONNX"):
+        if name.startswith(("audio, files", "audio, ONNX", "audio, memory, bf16")):
             print(f"  {name} / memory: {rate[name] / memory:.2f}")
     peer = "peer: transformers CLAP audio tower (48 kHz)"
     if peer in rate:
-        print(f"  memory / peer: {memory / rate[peer]:.1f}x")
+        print(f"  memory / peer: {memory / rate[peer]:.1f}x; bf16 / peer: "
+              f"{rate['audio, memory, bf16 autocast (16 kHz)'] / rate[peer]:.1f}x")
     if training:
         step = medians["training step (whole)"]
         mixing = medians["  data: mixing + collating a batch"]

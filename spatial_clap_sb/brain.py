@@ -261,7 +261,10 @@ class SpatialCLAPBrain(sb.Brain):
         return module.module if isinstance(module, DistributedDataParallel) else module
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        """Records the number of training steps per epoch (for the LR schedule)."""
+        """Records the number of training steps per epoch (for the LR schedule); a
+        dataset with a ``collate_fn`` of its own (scenes mixed on the fly) gets it."""
+        if getattr(dataset, "collate_fn", None) is not None:
+            loader_kwargs.setdefault("collate_fn", dataset.collate_fn)
         loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
         if stage == sb.Stage.TRAIN:
             self.steps_per_epoch = len(loader)

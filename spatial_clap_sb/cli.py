@@ -81,7 +81,8 @@ def find_audio_files(paths):
     return sorted(found)
 
 
-def load_model(model_dir, savedir=None, device=None, trust_remote_code=False):
+def load_model(model_dir, savedir=None, device=None, trust_remote_code=False,
+               audio_precision="fp32"):
     """Loads an exported model folder, checking first that it is one (and, unless
     ``trust_remote_code``, that it runs no code of its own)."""
     if not os.path.isdir(model_dir):
@@ -94,7 +95,8 @@ def load_model(model_dir, savedir=None, device=None, trust_remote_code=False):
     run_opts = {"device": device} if device else None
     return SpatialCLAP.from_hparams(source=os.path.abspath(model_dir), savedir=savedir,
                                     run_opts=run_opts,
-                                    trust_remote_code=trust_remote_code)
+                                    trust_remote_code=trust_remote_code,
+                                    audio_precision=audio_precision)
 
 
 def _prefix(output):
@@ -143,7 +145,8 @@ def write_embeddings(prefix, embeddings, paths):
 
 def _embed_files(args):
     paths = find_audio_files(args.paths)
-    model = load_model(args.model, args.savedir, args.device, args.trust_remote_code)
+    model = load_model(args.model, args.savedir, args.device, args.trust_remote_code,
+                       audio_precision=args.precision)
     embeddings = model.encode_files(paths, batch_size=args.batch_size,
                                     allow_mono=args.allow_mono, progress=True)
     return model, embeddings.cpu().numpy(), paths
@@ -321,6 +324,11 @@ def _audio_arguments(parser, required=True):
     parser.add_argument("--allow_mono", action="store_true",
                         help="duplicate mono files into both channels (direction is "
                              "then meaningless) instead of failing")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="the audio tower's precision: bf16 runs it in bfloat16 "
+                             "autocast, faster where the CPU (AVX-512 BF16) or GPU has "
+                             "bfloat16 kernels, with embeddings within a cosine of about "
+                             "1e-4 of fp32's (default fp32)")
 
 
 def _evaluate_arguments(parser):

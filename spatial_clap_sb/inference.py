@@ -55,6 +55,8 @@ from spatial_clap_sb.trust import check_model_folder, check_model_yaml
 __all__ = ["SpatialCLAP", "window_starts", "DEFAULT_CHUNK_SECONDS"]
 
 DEFAULT_CHUNK_SECONDS = 2.0
+# The audio tower's precisions (from_hparams(audio_precision=...)): bf16 is autocast.
+AUDIO_PRECISIONS = ("fp32", "bf16")
 # encode_files reads a file longer than this many windows a part at a time (this many
 # windows per read), so memory does not grow with the recording's length.
 STREAMED_WINDOWS = 32
@@ -160,7 +162,11 @@ class SpatialCLAP(Pretrained):
             Load a folder that runs code of its own (only for folders you trust).
         **kwargs
             As SpeechBrain's ``Pretrained.from_hparams`` (``savedir``, ``run_opts``,
-            ``overrides``, ...).
+            ``overrides``, ...), plus ``audio_precision``: ``"fp32"`` (default) or
+            ``"bf16"``, the audio tower run in bfloat16 autocast (on a CPU with
+            AVX-512 BF16, 1.05 to 1.5 times faster in this project's measurements;
+            embeddings within a cosine of about 1e-4 of fp32's; the text tower stays
+            fp32).
 
         Returns
         -------
@@ -170,8 +176,12 @@ class SpatialCLAP(Pretrained):
             _check_untrusted_source(source, hparams_file, kwargs.get("savedir"))
         return super().from_hparams(source, hparams_file=hparams_file, **kwargs)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, audio_precision="fp32", **kwargs):
+        if audio_precision not in AUDIO_PRECISIONS:
+            raise ValueError(f"audio_precision must be one of {AUDIO_PRECISIONS}, got "
+                             f"{audio_precision!r}.")
         super().__init__(*args, **kwargs)
+        self.audio_precision = audio_precision
         missing = [name for name in self.MODULES_NEEDED
                    if name not in self.mods or self.mods[name] is None]
         if missing:
@@ -292,8 +302,11 @@ class SpatialCLAP(Pretrained):
                 raise ValueError(f"wav_lens must have shape [{wavs.shape[0]}], got "
                                  f"{tuple(wav_lens.shape)}.")
         self._eval()
-        with torch.no_grad():
-            return F.normalize(self.mods.audio_encoder(wavs, wav_lens).float(), dim=-1)
+        with torch.no_grad(), torch.autocast(torch.device(self.device).type,
+                                             dtype=torch.bfloat16,
+                                             enabled=self.audio_precision == "bf16"):
+            embeddings = self.mods.audio_encoder(wavs, wav_lens)
+        return F.normalize(embeddings.float(), dim=-1)
 
     def forward(self, wavs, wav_lens=None):
         """Same as :meth:`encode_audio`."""

@@ -111,6 +111,17 @@ def test_embed_writes_npy_and_csv(model_dir, model, audio_tree, tmp_path, capsys
     np.testing.assert_allclose(embeddings, model.encode_files(paths).numpy(), atol=1e-5)
 
 
+def test_embed_in_bf16(model_dir, model, files, tmp_path):
+    prefix = str(tmp_path / "emb")
+    paths = [files["left"], files["right"]]
+    assert main(["embed", "--model", model_dir, *paths, "--output", prefix,
+                 "--precision", "bf16"]) == 0
+    embeddings = torch.from_numpy(np.load(prefix + ".npy"))
+    full = model.encode_files(paths)
+    assert not torch.equal(embeddings, full)
+    assert torch.nn.functional.cosine_similarity(embeddings, full).min() > 0.999
+
+
 def test_embed_mono_file_fails_with_one_line(model_dir, files, tmp_path):
     """The installed console script: non-zero exit, a clear line, no traceback."""
     script = shutil.which("spatial-clap")

@@ -129,6 +129,22 @@ def test_batch_equals_items_one_by_one(model):
     assert torch.allclose(batched, single, atol=1e-5)
 
 
+def test_bf16_audio_tower_is_close_to_fp32(model_dir, model, files):
+    """``audio_precision="bf16"`` runs the audio tower in bfloat16 autocast: other
+    embeddings, within a small angle of fp32's; the text tower is untouched."""
+    bf16 = SpatialCLAP.from_hparams(source=model_dir, audio_precision="bf16")
+    wavs = _batch(*(load_stereo(files[name], SR) for name in ("left", "right")))
+    full, reduced = model.encode_audio(wavs), bf16.encode_audio(wavs)
+    assert reduced.dtype == torch.float32
+    assert torch.allclose(reduced.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert not torch.equal(full, reduced)
+    assert F.cosine_similarity(full, reduced).min() > 0.999
+    assert torch.equal(model.encode_text(["a dog barks on the left"]),
+                       bf16.encode_text(["a dog barks on the left"]))
+    with pytest.raises(ValueError, match="audio_precision must be one of"):
+        SpatialCLAP.from_hparams(source=model_dir, audio_precision="fp16")
+
+
 def test_encode_audio_with_relative_lengths(model):
     wavs = torch.from_numpy(np.stack([stereo(1.0, seed=30), stereo(1.0, seed=31)]))
     emb = model.encode_audio(wavs, wav_lens=torch.tensor([1.0, 0.5]))

@@ -168,6 +168,34 @@ def test_render_is_the_linear_convolution_of_each_source(mixer, config):
         assert np.abs(rendered - expected).max() < 1e-5 * max(1.0, peak)
 
 
+def test_a_batch_renders_each_scene_as_alone(mixer, config):
+    """One pass over scenes of one to three sources (what training does) gives each
+    scene's audio to float rounding, the same bits for the same batch, and keeps the
+    peak limit per scene."""
+    scenes = [scene for n in (1, 2, 3) for scene in _draws(mixer, n, count=4, seed=n)]
+    batch = mixer.render_batch(scenes)
+    assert batch.shape == (len(scenes), config.n_samples, 2)
+    assert batch.dtype == np.float32 and batch.flags.c_contiguous
+    for scene, audio in zip(scenes, batch):
+        alone = mixer.render(scene)
+        assert np.abs(audio - alone).max() <= 1e-6 * max(1.0, np.abs(alone).max())
+    np.testing.assert_array_equal(mixer.render_batch(scenes), batch)
+    assert np.abs(batch).max(axis=(1, 2)).min() > 1e-4  # no scene left silent
+
+
+def test_a_batch_scales_only_its_loud_scenes(bank, zones):
+    config = MixerConfig(scene_duration=0.5, source_rms=0.8, peak_limit=0.5)
+    clips, load = make_clips(["a", "b", "c"], amplitude=0.9)
+    mixer = SceneMixer(clips, bank, zones, load, config)
+    loud = mixer.draw(np.random.default_rng(0), 3)
+    faint = dict(loud, sources=[dict(s, level=-60.0) for s in loud["sources"]])
+    batch = mixer.render_batch([loud, faint])
+    assert np.abs(batch[0]).max() == pytest.approx(0.5, abs=1e-4)
+    # The same sources 60 dB down stay under the limit and keep their own level.
+    assert np.abs(batch[1]).max() < 0.05
+    assert np.abs(batch[1] - mixer.render(faint)).max() < 1e-8
+
+
 @pytest.mark.parametrize("cache_mb", [0.0, 0.2, 512.0])
 def test_kept_rir_spectra_render_the_same_scenes(bank, zones, config, cache_mb):
     # 0: every RIR transformed at each use; 0.2 MiB: a few kept, the rest not.

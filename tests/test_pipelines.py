@@ -11,8 +11,12 @@ from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.utils.epoch_loop import EpochCounter
 
 from spatial_clap_sb.data.audio_io import load_stereo, write_audio
-from spatial_clap_sb.data.pipelines import OUTPUT_KEYS, scene_dataset
-from spatial_clap_sb.data.prepare import DATA_ROOT, prepare_spatial_scenes
+from spatial_clap_sb.data.pipelines import (
+    OUTPUT_KEYS,
+    dynamic_scene_dataset,
+    scene_dataset,
+)
+from spatial_clap_sb.data.prepare import DATA_ROOT, prepare_spatial_scenes, split_mixer
 from spatial_clap_sb.language import N_PHRASINGS, ZoneVocabulary, permuted_captions
 
 SR = 16000
@@ -239,6 +243,26 @@ def test_padded_batch_of_scenes(prepared):
     assert [len(c) for c in batch.captions] == [N_PHRASINGS] * 2
     assert list(batch.zone_index) == [-1, -1]
     assert list(batch.n_sources) == [3, 3]
+
+
+def test_mixed_scenes_are_rendered_a_batch_at_a_time(prepared):
+    """Items of scenes mixed on the fly hold the drawn scene; the dataset's collate
+    function renders a batch of them into ``sig``, each as it sounds alone."""
+    folder, _ = prepared
+    mixer = split_mixer(folder, "test")
+    dataset = dynamic_scene_dataset(mixer, {1: 2, 2: 3}, seed=5)
+    item = dataset[3]
+    assert "scene" in item and "sig" not in item
+    assert item["sources"] == item["scene"]["sources"]
+    loader = make_dataloader(dataset, batch_size=5, collate_fn=dataset.collate_fn)
+    batch = next(iter(loader))
+    assert isinstance(batch, PaddedBatch) and "scene" not in batch.__dict__
+    assert batch.sig.data.shape == (5, mixer.config.n_samples, 2)
+    for i in range(5):
+        alone = mixer.render(dataset[i]["scene"])
+        assert np.abs(batch.sig.data[i].numpy() - alone).max() < 1e-6
+    assert list(batch.n_sources) == [1, 1, 2, 2, 2]
+    assert [len(p) for p in batch.permuted] == [0, 0, 1, 1, 1]
 
 
 def test_padded_batch_pads_stereo(user_manifest):

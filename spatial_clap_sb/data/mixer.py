@@ -4,10 +4,11 @@ A scene is drawn entirely from a ``numpy.random.Generator``, so a seed fixes it:
 clips, which room, which zone and position for each source, the levels and the time
 offsets. All sources of a scene share one room. The clips of a scene describe different
 sounds (:class:`MixingRule`), so that a caption and its permuted-direction twin never
-describe the same scene. :meth:`SceneMixer.draw` returns the
-metadata alone (cheap); :meth:`SceneMixer.render` turns it into audio. Splitting the two
-lets prepare resume an interrupted run without re-rendering finished scenes, and lets a
-training loader mix scenes on the fly.
+describe the same scene. :meth:`SceneMixer.draw` returns the metadata alone (cheap);
+:meth:`SceneMixer.render` turns it into audio, and :meth:`SceneMixer.render_batch` a
+batch of them at once (what training does). Splitting the two lets prepare resume an
+interrupted run without re-rendering finished scenes, and lets a training loader mix
+scenes on the fly.
 
 Example
 -------
@@ -26,11 +27,15 @@ Example
 2
 >>> mixer.render(meta).shape
 (32000, 2)
+>>> batch = mixer.render_batch([meta, mixer.draw(np.random.default_rng(1), n_sources=1)])
+>>> batch.shape, bool(np.abs(batch[0] - mixer.render(meta)).max() < 1e-6)
+((2, 32000, 2), True)
 """
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
+import torch
 
 from spatial_clap_sb.language import N_PHRASINGS, scene_captions
 
@@ -246,20 +251,40 @@ class SceneMixer:
         The time offset of each clip is drawn from the scene's own ``seed_draw``, so
         rendering is deterministic and independent of other scenes.
         """
-        n_samples = self.config.n_samples
-        rng = np.random.default_rng(scene["seed_draw"])
-        spectrum = np.zeros((2, self._n_fft // 2 + 1), dtype=np.complex64)
-        for source in scene["sources"]:
-            dry = self._place(np.asarray(self.load(source["clip_id"]), np.float64), rng)
-            dry *= self.config.source_rms * 10 ** (source["level"] / 20) / _rms(dry)
-            rir = self._rir_spectrum(scene["room"], self.zones.index(source["zone"]),
-                                     source["position"])
-            spectrum += scipy.fft.rfft(dry.astype(np.float32), self._n_fft) * rir
-        mixture = scipy.fft.irfft(spectrum, self._n_fft, axis=1)[:, :n_samples]
-        peak = np.abs(mixture).max()
-        if peak > self.config.peak_limit:
-            mixture *= self.config.peak_limit / peak
-        return np.ascontiguousarray(mixture.T, dtype=np.float32)
+        return self.render_batch([scene])[0]
+
+    def render_batch(self, scenes):
+        """Renders drawn scenes to stereo waveforms ``[scenes, time, 2]`` in one pass.
+
+        Every source of every scene is transformed in one batched FFT, multiplied by
+        its RIR's spectrum and summed into its scene, and all scenes go back to time
+        in one inverse FFT: for a training batch of 64 scenes about half the time of
+        rendering them one by one. A scene sounds the same whatever batch it is
+        rendered in, up to float rounding (the FFT of a batch rounds its rows a little
+        differently from one row alone); the same batch gives the same bits.
+        Returns float32 ``numpy`` audio, like :meth:`render`.
+        """
+        dry, rirs, owners = [], [], []
+        for index, scene in enumerate(scenes):
+            rng = np.random.default_rng(scene["seed_draw"])
+            for source in scene["sources"]:
+                signal = self._place(np.asarray(self.load(source["clip_id"]), np.float64),
+                                     rng)
+                signal *= self.config.source_rms * 10 ** (source["level"] / 20) / _rms(signal)
+                dry.append(signal.astype(np.float32))
+                rirs.append(self._rir_spectrum(scene["room"],
+                                               self.zones.index(source["zone"]),
+                                               source["position"]))
+                owners.append(index)
+        spectra = torch.fft.rfft(torch.from_numpy(np.stack(dry)), self._n_fft)
+        mixed = spectra.new_zeros(len(scenes), 2, spectra.shape[-1])
+        for spectrum, rir, owner in zip(spectra, rirs, owners):
+            mixed[owner].addcmul_(spectrum, rir)
+        mixtures = torch.fft.irfft(mixed, self._n_fft)[..., :self.config.n_samples]
+        peaks = mixtures.abs().amax(dim=(1, 2), keepdim=True)
+        limit = self.config.peak_limit
+        mixtures = mixtures * torch.where(peaks > limit, limit / peaks, 1.0)
+        return mixtures.transpose(1, 2).contiguous().numpy()
 
     def _rir_spectrum(self, room, zone_id, position):
         """The spectrum ``[2, n_fft // 2 + 1]`` of one stereo RIR of the bank.
@@ -271,7 +296,7 @@ class SceneMixer:
         spectrum = self._rir_spectra.get(key)
         if spectrum is None:
             rir = np.asarray(self.bank.rirs[room, zone_id, position], np.float32)
-            spectrum = scipy.fft.rfft(rir, self._n_fft, axis=1)
+            spectrum = torch.fft.rfft(torch.from_numpy(rir), self._n_fft)
             if len(self._rir_spectra) < self._max_cached_spectra:
                 self._rir_spectra[key] = spectrum
         return spectrum

@@ -26,6 +26,7 @@ import zlib
 import numpy as np
 import speechbrain as sb
 import torch
+from speechbrain.dataio.batch import PaddedBatch
 
 from spatial_clap_sb.data.audio_io import load_stereo
 from spatial_clap_sb.files import atomic_write_json
@@ -101,6 +102,12 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None,
     heard (no global random state is used, whatever the loader workers). Costs two
     convolutions per source.
 
+    An item holds the drawn ``scene``, not its audio: the loader's collate function,
+    the dataset's ``collate_fn`` (a :class:`MixedSceneCollate`), renders a whole
+    batch at once and adds ``sig``. :class:`~spatial_clap_sb.brain.SpatialCLAPBrain`
+    uses it by itself; give it to any other loader:
+    ``make_dataloader(dataset, collate_fn=dataset.collate_fn)``.
+
     Arguments
     ---------
     mixer : SceneMixer
@@ -117,7 +124,8 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None,
     Returns
     -------
     speechbrain.dataio.dataset.DynamicItemDataset
-        With the same output keys as :func:`scene_dataset`.
+        With the output keys of :func:`scene_dataset` but ``scene`` for ``sig``, and
+        the attribute ``collate_fn``.
     """
     data, index = {}, 0
     for n_sources, count in sorted(scene_counts.items()):
@@ -128,17 +136,43 @@ def dynamic_scene_dataset(mixer, scene_counts, seed=0, zones=None,
     dataset = sb.dataio.dataset.DynamicItemDataset(data)
 
     @sb.utils.data_pipeline.takes("index", "n_sources")
-    @sb.utils.data_pipeline.provides("sig", "captions", "permuted_captions", "sources")
+    @sb.utils.data_pipeline.provides("scene", "captions", "permuted_captions", "sources")
     def mixing_pipeline(index, n_sources):
         rng = np.random.default_rng([seed, _epoch(epoch_counter), index])
         scene = mixer.draw(rng, n_sources, "train", n_captions)
-        yield torch.from_numpy(mixer.render(scene))
+        yield scene
         yield scene["captions"]
         yield scene["permuted_captions"]
         yield scene["sources"]
 
     dataset.add_dynamic_item(mixing_pipeline)
-    return _add_scene_pipelines(dataset, zones, True, seed, epoch_counter)
+    dataset = _add_scene_pipelines(dataset, zones, True, seed, epoch_counter)
+    dataset.set_output_keys(["scene" if key == "sig" else key for key in OUTPUT_KEYS])
+    dataset.collate_fn = MixedSceneCollate(mixer)
+    return dataset
+
+
+class MixedSceneCollate:
+    """Collates items of :func:`dynamic_scene_dataset`: renders the batch's drawn
+    scenes in one pass (:meth:`SceneMixer.render_batch`) into ``sig`` and pads the
+    rest with SpeechBrain's ``PaddedBatch``.
+
+    Arguments
+    ---------
+    mixer : SceneMixer
+        The mixer the scenes were drawn from.
+    """
+
+    def __init__(self, mixer):
+        self.mixer = mixer
+
+    def __call__(self, examples):
+        """A list of item dicts -> ``PaddedBatch`` with ``sig`` and without ``scene``."""
+        audio = self.mixer.render_batch([example["scene"] for example in examples])
+        examples = [{**{k: v for k, v in example.items() if k != "scene"},
+                     "sig": torch.from_numpy(signal)}
+                    for example, signal in zip(examples, audio)]
+        return PaddedBatch(examples)
 
 
 def _epoch(epoch_counter):

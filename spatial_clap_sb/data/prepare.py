@@ -99,6 +99,8 @@ SPLIT_SEED_OFFSET = {"train": 0, "valid": 1, "test": 2}
 # training language.
 SPLIT_LANGUAGE = {"train": "train", "valid": "train", "test": "template"}
 HELDOUT_SUFFIX = "_heldout"
+# Stored scenes rendered per pass of the mixer (SceneMixer.render_batch).
+RENDER_CHUNK = 64
 
 SOURCE_READERS = {"csv": read_clips_csv, "audiocaps": read_audiocaps_csv,
                   "clotho": read_clotho_csv}
@@ -335,22 +337,40 @@ def _write_clip_list(data_folder, split, clips):
 
 def _render_manifest(data_folder, name, manifest_index, counts, scene_mixer, seed,
                      language):
-    """Draws and renders the scenes of one manifest; keeps scene files already written."""
+    """Draws and renders the scenes of one manifest; keeps scene files already written.
+
+    Scenes are rendered :data:`RENDER_CHUNK` at a time (:meth:`SceneMixer.render_batch`),
+    in fixed chunks of the manifest's plan, so that a resumed run renders the same
+    batches as an uninterrupted one and writes the same bits.
+    """
     scene_dir = os.path.join(data_folder, "scenes", name)
     os.makedirs(scene_dir, exist_ok=True)
     plan = [n for n, count in sorted(counts.items()) for _ in range(count)]
-    entries = {}
+    entries, chunk = {}, []
     for scene_index, n_sources in enumerate(tqdm(plan, desc=f"scenes {name}",
                                                  mininterval=5.0)):
         rng = np.random.default_rng([seed, manifest_index, scene_index])
         scene = scene_mixer.draw(rng, n_sources, language)
         scene_id = f"{name}_{scene_index:05d}"
-        path = os.path.join(scene_dir, f"{scene_id}.wav")
-        if not os.path.exists(path):  # files are written atomically: present = complete
-            write_audio(path, scene_mixer.render(scene), scene_mixer.config.sample_rate)
+        chunk.append((scene, os.path.join(scene_dir, f"{scene_id}.wav")))
         entries[scene_id] = _manifest_entry(scene, name, scene_id,
                                             scene_mixer.config.scene_duration)
+        if len(chunk) == RENDER_CHUNK or scene_index == len(plan) - 1:
+            _write_missing_scenes(chunk, scene_mixer)
+            chunk = []
     return entries
+
+
+def _write_missing_scenes(chunk, scene_mixer):
+    """Renders a chunk of ``(scene, path)`` in one pass if any file is missing, and
+    writes the missing ones (files are written atomically: present = complete)."""
+    missing = [not os.path.exists(path) for _, path in chunk]
+    if not any(missing):
+        return
+    audio = scene_mixer.render_batch([scene for scene, _ in chunk])
+    for (_, path), signal, write in zip(chunk, audio, missing):
+        if write:
+            write_audio(path, signal, scene_mixer.config.sample_rate)
 
 
 def _manifest_entry(scene, name, scene_id, duration):
