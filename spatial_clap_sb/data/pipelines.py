@@ -18,7 +18,9 @@ A manifest entry (see :mod:`spatial_clap_sb.data.prepare`) becomes a batch item 
 
 Stored scenes come from a manifest (:func:`scene_dataset`); training scenes can also be
 mixed on the fly (:func:`dynamic_scene_dataset`), with captions drawn from the training
-language. User recordings enter here too: any manifest with ``wav``, ``caption`` and, for
+language; their items hold the drawn ``scene``, and the loader's collate function
+(:class:`MixedSceneCollate`) renders a whole batch of them into ``sig`` at once. User
+recordings enter here too: any manifest with ``wav``, ``caption`` and, for
 the spatial metrics, ``sources`` with ``caption`` and ``zone``.
 """
 import zlib

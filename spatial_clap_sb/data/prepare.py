@@ -27,9 +27,9 @@ sounds (:class:`~spatial_clap_sb.data.mixer.MixingRule`: labels, AudioSet tags, 
 label-free corpora the similarity of their captions). Three-source scenes exist only
 in ``test_3src``. Training and validation captions are drawn from the training
 language, test captions are the template phrasings, and each ``<test>_heldout``
-manifest holds the same scenes with captions in held-out language. A run whose saved options match is skipped; changed options rebuild;
-an interrupted run resumes (finished scene files are kept, manifests are only ever
-written whole).
+manifest holds the same scenes with captions in held-out language. A run whose saved
+options match is skipped; changed options rebuild; an interrupted run resumes (finished
+scene files are kept, manifests are only ever written whole).
 """
 import csv
 import functools

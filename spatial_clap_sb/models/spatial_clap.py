@@ -211,7 +211,7 @@ class LearnableTemperature(nn.Module):
 
     Example
     -------
-    >>> round(float(LearnableTemperature(0.07)()), 3)
+    >>> round(float(LearnableTemperature(0.07)().detach()), 3)
     14.286
     """
 
