@@ -39,6 +39,7 @@ one stereo 44.1 kHz file of that length (written 10 s at a time) through
 import argparse
 import os
 import platform
+import random
 import resource
 import statistics
 import sys
@@ -237,42 +238,57 @@ class TrainingStep:
         self.brain.init_optimizers()
         self.brain.on_stage_start(sb.Stage.TRAIN)
         self.brain.modules.train()
-        self.batches = iter(self.brain.make_dataloader(
+        self.loader = self.brain.make_dataloader(
             train_set, sb.Stage.TRAIN, ckpt_prefix=None,
-            **self.hparams["train_dataloader_opts"]))
+            **self.hparams["train_dataloader_opts"])
+        self.batches = iter(self.loader)
         self.sb = sb
         self.batch_size = batch_size
         self.mixer = recipe.split_mixer(data_folder, "train")
         self.step()  # warm-up
 
+    def next_batch(self):
+        """The next training batch (a new epoch's when one ends)."""
+        try:
+            return next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
     def step(self):
         """One full step (data, forward, objective, backward, optimizer)."""
-        self.brain.fit_batch(next(self.batches))
+        self.brain.fit_batch(self.next_batch())
 
     def data(self):
         """Mixing and collating one batch."""
-        self.batch = next(self.batches)
+        self.batch = self.next_batch()
 
     def features(self):
         """The stereo and mid features of the batch (no parameters)."""
         encoder = self.brain.modules.audio_encoder
         wavs = self.batch.sig.data
-        with torch.no_grad():
+        with torch.no_grad(), self.brain.training_ctx:
             encoder.spatial_encoder.features(wavs)
             encoder.content_encoder.features(mid_signal(wavs))
 
     def audio(self):
-        """Audio tower forward and backward (features included)."""
-        embeddings = self.brain.modules.audio_encoder(*self.batch.sig)
-        embeddings.sum().backward()
+        """Audio tower forward and backward (features included), in the step's
+        precision."""
+        with self.brain.training_ctx:
+            embeddings = self.brain.modules.audio_encoder(*self.batch.sig)
+        embeddings.float().sum().backward()
 
     def text(self):
-        """The text tower calls of the objective: captions, paraphrases, negatives."""
-        tower = self.brain.modules.text_tower
-        captions = tower(self.batch.caption)
-        paraphrases = tower([c[-1] for c in self.batch.captions])
-        negatives = tower([n for row in self.batch.permuted for n in row])
-        (captions.sum() + paraphrases.sum() + negatives.sum()).backward()
+        """The objective on the batch's audio embeddings, held fixed: its one text-tower
+        call (captions, negatives, paraphrases, prompts), the loss terms, backward."""
+        brain = self.brain
+        audio = torch.nn.functional.normalize(
+            torch.randn(len(self.batch.caption), brain.hparams.model["embedding_dim"]),
+            dim=-1)
+        with brain.training_ctx:
+            terms = brain.modules.objective(audio, self.batch, brain.modules.text_tower,
+                                            brain.modules.temperature(), random)
+            brain.modules.objective.total(terms).backward()
 
     def render_stored(self):
         """Drawing and rendering scenes as the prepare step does (one pass a chunk)."""
@@ -285,7 +301,7 @@ class TrainingStep:
                 "  data: mixing + collating a batch": (self.data, n),
                 "  features (STFT, cues)": (self.features, n),
                 "  audio forward + backward": (self.audio, n),
-                "  text tower (3 calls) + backward": (self.text, n),
+                "  text tower + loss terms + backward": (self.text, n),
                 "prepare: drawing + rendering scenes": (self.render_stored, n)}
 
 

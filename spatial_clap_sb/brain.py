@@ -162,15 +162,14 @@ class SpatialCLAPBrain(sb.Brain):
         super().__init__(*args, hparams=hparams, run_opts=run_opts, **kwargs)
 
     def compute_forward(self, batch, stage):
-        """Embeds the batch's stereo audio and (in training and validation) captions."""
+        """Embeds the batch's stereo audio (the objective embeds the captions, with
+        every other text of the step, in one text-tower call)."""
         batch = batch.to(self.device)
         wavs, lengths = batch.sig
         cached = getattr(batch, "content_frames", None)  # a frozen encoder's, from disk
         audio = self.modules.audio_encoder(
             wavs, lengths, content_frames=None if cached is None else cached.data)
-        if stage == sb.Stage.TEST:
-            return {"audio": audio}
-        return {"audio": audio, "text": self.modules.text_tower(batch.caption)}
+        return {"audio": audio}
 
     def compute_objectives(self, predictions, batch, stage):
         """The weighted sum of the objective's terms (each kept for the logs); in
@@ -183,9 +182,8 @@ class SpatialCLAPBrain(sb.Brain):
         # Training draws paraphrases and prompts from the global generator (checkpointed
         # with the run); validation from a generator of its own, the same every epoch.
         rng = random if stage == sb.Stage.TRAIN else self.valid_rng
-        terms = self.modules.objective(audio, predictions["text"], batch,
-                                       self.modules.text_tower, self.modules.temperature(),
-                                       rng)
+        terms = self.modules.objective(audio, batch, self.modules.text_tower,
+                                       self.modules.temperature(), rng)
         for name, value in terms.items():
             self.term_sums[name] = self.term_sums.get(name, 0.0) + value.item()
         self.term_batches += 1

@@ -366,13 +366,49 @@ def embed_negatives(encode, negatives, like):
     >>> emb.shape, mask.tolist()
     (torch.Size([2, 2, 2]), [[True, True], [False, False]])
     """
-    counts = [len(captions) for captions in negatives]
-    width = max(counts + [1])
-    negative_emb = like.new_zeros(len(negatives), width, like.shape[1])
-    mask = torch.zeros(len(negatives), width, dtype=torch.bool, device=like.device)
     flat = [caption for captions in negatives for caption in captions]
-    if not flat:
+    embedded = encode(flat) if flat else None
+    return pad_negatives(embedded, [len(captions) for captions in negatives], like)
+
+
+def pad_negatives(embedded, counts, like):
+    """Lays out the embeddings of every scene's negatives, scene after scene, in the
+    padded form of :func:`scl_loss`.
+
+    Arguments
+    ---------
+    embedded : torch.Tensor or None
+        ``[sum(counts), D]``: the negatives of scene 0, then of scene 1, ... (None when
+        there are none).
+    counts : list of int
+        Negatives per scene.
+    like : torch.Tensor
+        ``[B, D]``: the batch size, size, device and dtype of the result.
+
+    Returns
+    -------
+    negative_emb : torch.Tensor
+        ``[B, P, D]`` with ``P = max(counts)`` (at least 1), zero-padded.
+    mask : torch.Tensor
+        ``[B, P]`` bool, True where ``negative_emb`` is a real negative.
+
+    Example
+    -------
+    >>> emb, mask = pad_negatives(torch.ones(3, 2), [1, 0, 2], torch.zeros(3, 2))
+    >>> emb.shape, mask.tolist()
+    (torch.Size([3, 2, 2]), [[True, False], [False, False], [True, True]])
+    """
+    width = max(list(counts) + [1])
+    negative_emb = like.new_zeros(len(counts), width, like.shape[1])
+    mask = torch.zeros(len(counts), width, dtype=torch.bool, device=like.device)
+    if not sum(counts):
         return negative_emb, mask
+    rows = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    columns = torch.cat([torch.arange(count) for count in counts])
+    rows, columns = rows.to(like.device), columns.to(like.device)
+    negative_emb[rows, columns] = embedded.to(like.dtype)
+    mask[rows, columns] = True
+    return negative_emb, mask
     rows = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
     columns = torch.cat([torch.arange(count) for count in counts])
     rows, columns = rows.to(like.device), columns.to(like.device)

@@ -13,7 +13,9 @@ up with their weights and logs every one, in training and in validation::
     content           a scene's caption against the same caption with one sound replaced
                       by another scene's (same directions, same words around it)
 
-``clap`` is always on; any other term is on when its weight is above 0. The weights are
+``clap`` is always on; any other term is on when its weight is above 0. Every text a
+step needs (captions, negatives, paraphrases, prompts) goes through the text tower in
+one call (:class:`StepTexts`). The weights are
 constructor arguments, so the recipe builds the objective in its YAML
 (``objective: !new:spatial_clap_sb.objective.SpatialCLAPObjective``) and a misspelled
 weight is an error, not a term silently off.
@@ -36,7 +38,7 @@ from torch import nn
 from spatial_clap_sb.language import ZoneVocabulary, random_direction_prompts
 from spatial_clap_sb.losses import (
     clap_loss,
-    embed_negatives,
+    pad_negatives,
     prompt_classification_loss,
     scl_loss,
 )
@@ -135,6 +137,54 @@ def content_swapped_captions(captions, sources, rng=random, per_scene=2):
     return negatives
 
 
+class StepTexts:
+    """The texts of one training step, gathered for a single text-tower call and
+    handed back by part.
+
+    Example
+    -------
+    >>> texts = StepTexts()
+    >>> captions = texts.add(["a dog barks", "rain falls"])
+    >>> negatives = texts.add_nested([["a bell rings"], []])
+    >>> embedded = texts.embed(lambda batch: torch.eye(3)[:len(batch)])
+    >>> padded, mask = texts.padded(embedded, negatives, embedded[captions])
+    >>> embedded[captions].shape, padded.shape, mask.tolist()
+    (torch.Size([2, 3]), torch.Size([2, 1, 3]), [[True], [False]])
+    """
+
+    def __init__(self):
+        self.texts = []
+
+    def add(self, texts):
+        """Appends ``texts``; returns the slice of their rows."""
+        start = len(self.texts)
+        self.texts.extend(texts)
+        return slice(start, len(self.texts))
+
+    def add_nested(self, groups):
+        """Appends each scene's list of texts; returns ``(rows, counts)``."""
+        counts = [len(group) for group in groups]
+        return self.add(t for group in groups for t in group), counts
+
+    def embed(self, text_tower):
+        """``[len(texts), D]``: every gathered text through ``text_tower`` at once."""
+        return text_tower(self.texts)
+
+    @staticmethod
+    def rows(embedded, part):
+        """The embeddings of a part added with :meth:`add` (None stays None)."""
+        return None if part is None else embedded[part]
+
+    @staticmethod
+    def padded(embedded, part, like):
+        """A part added with :meth:`add_nested`, padded per scene
+        (:func:`~spatial_clap_sb.losses.pad_negatives`); None stays None."""
+        if part is None:
+            return None
+        rows, counts = part
+        return pad_negatives(embedded[rows], counts, like)
+
+
 class SpatialCLAPObjective(nn.Module):
     """The training loss of Spatial-CLAP as named, weighted terms (module docstring).
 
@@ -226,17 +276,23 @@ class SpatialCLAPObjective(nn.Module):
         self.source_zone_head = SourceZoneHead(labels, self.zones.names, embedding_dim)
         return self.source_zone_head
 
-    def forward(self, audio, text, batch, text_tower, logit_scale, rng=random):
+    def forward(self, audio, batch, text_tower, logit_scale, rng=random):
         """The terms of one batch (unweighted; :meth:`total` weighs and adds them).
+
+        Every text of the step (the captions, their permuted-assignment negatives,
+        the paraphrases, the direction prompts and the content-swapped captions) goes
+        through ``text_tower`` in one call: the frozen encoder then runs once on the
+        texts it has not cached yet, and the pooling and projection once on the
+        step's distinct clauses.
 
         Arguments
         ---------
-        audio, text : torch.Tensor
-            ``[B, D]`` unit-norm embeddings of the scenes and of their captions.
+        audio : torch.Tensor
+            ``[B, D]`` unit-norm embeddings of the scenes.
         batch : speechbrain.dataio.batch.PaddedBatch
             With ``caption``, ``captions``, ``permuted``, ``zone_index`` and ``sources``.
         text_tower : callable
-            ``list of str -> [N, D]``: embeds negatives, paraphrases and prompts.
+            ``list of str -> [N, D]`` unit-norm embeddings.
         logit_scale : torch.Tensor
             CLAP's logit scale.
         rng : random.Random
@@ -248,26 +304,29 @@ class SpatialCLAPObjective(nn.Module):
         dict of str to torch.Tensor
             A scalar per term that is on.
         """
-        needs_negatives = self.is_on("scl") or self.is_on("text_consistency")
-        negatives, mask = embed_negatives(text_tower, batch.permuted, audio) \
-            if needs_negatives else (None, None)
-        paraphrases = usable = None
+        texts = StepTexts()
+        captions = texts.add(batch.caption)
+        negatives = paraphrases = prompts = content = usable = None
+        if self.is_on("scl") or self.is_on("text_consistency"):
+            negatives = texts.add_nested(batch.permuted)
         if self.is_on("text_consistency"):
-            texts, usable = pick_paraphrases(batch.caption, batch.captions, rng)
-            paraphrases = text_tower(texts)
+            chosen, usable = pick_paraphrases(batch.caption, batch.captions, rng)
+            paraphrases = texts.add(chosen)
             usable = torch.tensor(usable, device=audio.device)
-        prompts = None
         if self.is_on("direction"):
             prompt_rng = np.random.default_rng(rng.getrandbits(64))
-            prompts = text_tower(random_direction_prompts(prompt_rng, self.zones))
-        content = None
+            prompts = texts.add(random_direction_prompts(prompt_rng, self.zones))
         if self.is_on("content"):
-            content = embed_negatives(text_tower, content_swapped_captions(
-                batch.caption, batch.sources, rng), audio)
-        return self.terms(audio, text, logit_scale, negatives=negatives, mask=mask,
-                          paraphrases=paraphrases, usable=usable, prompts=prompts,
+            content = texts.add_nested(content_swapped_captions(
+                batch.caption, batch.sources, rng))
+        embedded = texts.embed(text_tower)
+        negatives, mask = texts.padded(embedded, negatives, audio) or (None, None)
+        return self.terms(audio, embedded[captions], logit_scale,
+                          negatives=negatives, mask=mask,
+                          paraphrases=texts.rows(embedded, paraphrases), usable=usable,
+                          prompts=texts.rows(embedded, prompts),
                           zone_index=batch.zone_index.data, sources=batch.sources,
-                          content=content)
+                          content=texts.padded(embedded, content, audio))
 
     def terms(self, audio, text, logit_scale, negatives=None, mask=None, paraphrases=None,
               usable=None, prompts=None, zone_index=None, sources=None, content=None):

@@ -469,7 +469,7 @@ class _ClauseTextTower(nn.Module):
     def __init__(self, text_tower):
         super().__init__()
         encoder = text_tower.text_encoder
-        self.transformer = (encoder._frozen_model[0] if encoder.frozen
+        self.transformer = (encoder.frozen_model() if encoder.frozen
                             else encoder.transformer)
         self.attention_pooling = encoder.attention_pooling
         self.projection = text_tower.projection

@@ -73,6 +73,19 @@ def test_chunk_seconds_from_hparams(tmp_path):
     assert model.chunk_seconds == 1.5 and model.chunk_samples == 24000
 
 
+def test_embedding_audio_never_loads_the_frozen_text_transformer(model_dir, files):
+    """A frozen MiniLM is read from its folder at the first text, not at load: a
+    process that only embeds audio does without its weights in memory."""
+    fresh = SpatialCLAP.from_hparams(source=model_dir)
+    encoder = fresh.mods.text_tower.text_encoder
+    fresh.encode_files([files["left"]])
+    assert encoder.frozen and not encoder._frozen_model
+    texts = fresh.encode_text(["a dog barks on the left"])
+    assert len(encoder._frozen_model) == 1 and not encoder.frozen_model().training
+    assert not any(p.requires_grad for p in encoder.frozen_model().parameters())
+    assert torch.allclose(texts, fresh.encode_text(["a dog barks on the left"]))
+
+
 def test_mismatched_checkpoint_is_an_error(tmp_path):
     folder = export_tiny_model(str(tmp_path / "model"))
     torch.save({"not_a_weight": torch.zeros(1)}, os.path.join(folder, "temperature.ckpt"))

@@ -43,6 +43,34 @@ def test_stereo_features_shape_and_channels():
     assert torch.allclose(cos ** 2 + sin ** 2, torch.ones_like(cos), atol=1e-3)
 
 
+def test_log_mel_channels_are_each_channel_heard_alone():
+    """Channels 0 and 1 are SpeechBrain's log-mel of the left and of the right signal
+    (each example and channel its own, whatever the batch holds)."""
+    from speechbrain.processing.features import STFT, Filterbank, spectral_magnitude
+
+    wavs = torch.randn(3, 16000, 2)
+    wavs[1] *= 0.1  # a quieter example: the dB floor is per example and channel
+    features = StereoFeatures()(wavs)
+    stft = STFT(sample_rate=16000, win_length=32, hop_length=25, n_fft=512)
+    log_mel = Filterbank(n_mels=64, n_fft=512, sample_rate=16000, f_max=8000)
+    for channel in (0, 1):
+        alone = log_mel(spectral_magnitude(stft(wavs[..., channel]), power=1))
+        assert torch.allclose(features[:, channel], alone, atol=1e-4)
+    assert torch.allclose(features[:, 4], features[:, 0] - features[:, 1])
+
+
+def test_conv_blocks_hand_on_channels_last_maps_from_one_channel_input():
+    """oneDNN returns a one-channel input's convolution channels-first; the block
+    hands on channels-last maps (the layout its norm and pooling are fast in)."""
+    from spatial_clap_sb.models.blocks import ConvBlock
+
+    block = ConvBlock(1, 16, (1, 4))
+    x = torch.randn(2, 1, 10, 64).contiguous(memory_format=torch.channels_last)
+    out = block(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert not out.is_contiguous()
+
+
 @pytest.mark.parametrize("delay", [-6, -3, 3, 6])
 def test_gcc_phat_finds_the_delay_with_its_sign(delay):
     features = StereoFeatures()(delayed_noise(delay))

@@ -43,8 +43,8 @@ def batch():
 def objective_terms(objective, rng=None):
     scenes = batch()
     audio = F.normalize(torch.randn(2, D), dim=-1)
-    return objective(audio, hashed_tower(scenes.caption), scenes, hashed_tower,
-                     torch.tensor(10.0), rng or random.Random(0))
+    return objective(audio, scenes, hashed_tower, torch.tensor(10.0),
+                     rng or random.Random(0))
 
 
 def test_every_term_that_is_on_is_returned_by_name():
@@ -86,6 +86,54 @@ def test_the_same_generator_draws_the_same_terms():
     torch.manual_seed(0)
     again = objective_terms(objective, random.Random(3))
     assert all(torch.equal(first[name], again[name]) for name in TERMS)
+
+
+def test_every_text_of_a_step_goes_through_the_tower_in_one_call():
+    """Captions, negatives, paraphrases, prompts and content negatives: one call, and
+    each term sees the rows of its own texts."""
+    objective = SpatialCLAPObjective(ZONES, **WEIGHTS)
+    objective.add_source_zone_head(["dog", "bell"], D)
+    calls = []
+
+    def recording_tower(captions):
+        calls.append(list(captions))
+        return hashed_tower(captions)
+
+    scenes = batch()
+    audio = F.normalize(torch.randn(2, D), dim=-1)
+    merged = objective(audio, scenes, recording_tower, torch.tensor(10.0),
+                       random.Random(5))
+    assert len(calls) == 1
+    texts = calls[0]
+    assert texts[:2] == scenes.caption
+    assert scenes.permuted[1][0] in texts
+    assert sum(text.startswith("to the right a bell") for text in texts) == 1  # paraphrase
+    # The same terms as embedding each part on its own (hashed_tower is row-wise).
+    separate = objective.terms(
+        audio, hashed_tower(scenes.caption), torch.tensor(10.0),
+        **_separately_embedded(objective, scenes, audio, random.Random(5)))
+    for name in TERMS:
+        assert torch.allclose(merged[name], separate[name]), name
+
+
+def _separately_embedded(objective, scenes, audio, rng):
+    """The non-caption inputs of ``terms``, each part through the tower on its own,
+    drawn in the objective's order."""
+    import numpy as np
+
+    from spatial_clap_sb.language import random_direction_prompts
+    from spatial_clap_sb.losses import embed_negatives
+    from spatial_clap_sb.objective import content_swapped_captions, pick_paraphrases
+
+    negatives, mask = embed_negatives(hashed_tower, scenes.permuted, audio)
+    paraphrases, usable = pick_paraphrases(scenes.caption, scenes.captions, rng)
+    prompts = random_direction_prompts(np.random.default_rng(rng.getrandbits(64)), ZONES)
+    content = embed_negatives(hashed_tower, content_swapped_captions(
+        scenes.caption, scenes.sources, rng), audio)
+    return dict(negatives=negatives, mask=mask, paraphrases=hashed_tower(paraphrases),
+                usable=torch.tensor(usable), prompts=hashed_tower(prompts),
+                zone_index=scenes.zone_index.data, sources=scenes.sources,
+                content=content)
 
 
 def test_misspelled_or_negative_weights_are_errors():

@@ -31,7 +31,10 @@ class ConvBlock(nn.Module):
 
     def forward(self, x):
         """``[batch, channels, time, freq]`` -> pooled ``[batch, out, time', freq']``."""
-        return self.pool(F.relu(self.norm(self.conv(x))))
+        # oneDNN returns a one-channel input's convolution channels-first (its layout is
+        # ambiguous); the norm and the pooling run 1.4-5x faster channels-last.
+        x = self.conv(x).contiguous(memory_format=torch.channels_last)
+        return self.pool(F.relu(self.norm(x)))
 
 
 class ConvStack(nn.Sequential):

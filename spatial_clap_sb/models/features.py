@@ -61,10 +61,12 @@ class StereoFeatures(nn.Module):
         max_delay = 1.25 * mic_spacing / SPEED_OF_SOUND * sample_rate
         lags = torch.linspace(-max_delay, max_delay, n_mels)
         omega = 2 * torch.pi * torch.arange(n_fft // 2 + 1) / n_fft
-        self.register_buffer("gcc_cos", torch.cos(omega[:, None] * lags[None, :]),
-                             persistent=False)
-        self.register_buffer("gcc_sin", torch.sin(omega[:, None] * lags[None, :]),
-                             persistent=False)
+        # GCC-PHAT as one product: [re | im] of the whitened cross-spectrum times
+        # [cos; -sin] of each lag's phase, averaged over the frequency bins.
+        n_freq = omega.shape[0]
+        kernel = torch.cat([torch.cos(omega[:, None] * lags[None, :]),
+                            -torch.sin(omega[:, None] * lags[None, :])]) / n_freq
+        self.register_buffer("gcc_kernel", kernel, persistent=False)
 
     def forward(self, wavs):
         """Computes the features.
@@ -84,24 +86,27 @@ class StereoFeatures(nn.Module):
                 f"StereoFeatures needs [batch, time, 2] audio, got {tuple(wavs.shape)}."
             )
         spec = self.stft(wavs.float())  # [B, frames, freq, 2 (re/im), 2 (channel)]
-        left_re, left_im = spec[..., 0, 0], spec[..., 1, 0]
-        right_re, right_im = spec[..., 0, 1], spec[..., 1, 1]
-        # Power per channel. (spectral_magnitude sums over the LAST axis, which for
-        # multichannel STFT output is the channel axis, not real/imaginary.)
-        power = torch.stack([left_re ** 2 + left_im ** 2, right_re ** 2 + right_im ** 2],
-                            dim=-1)  # [B, frames, freq, 2 (channel)]
-        log_mel = self.log_mel(power)  # [B, frames, mels, 2]
-        cross_re = left_re * right_re + left_im * right_im  # L * conj(R)
-        cross_im = left_im * right_re - left_re * right_im
-        band = self.band_sum(torch.stack([cross_re, cross_im], dim=-1))
-        band_norm = torch.sqrt(band[..., 0] ** 2 + band[..., 1] ** 2 + 1e-12)
-        ipd_cos, ipd_sin = band[..., 0] / band_norm, band[..., 1] / band_norm
-        ild = log_mel[..., 0] - log_mel[..., 1]
-        cross_norm = torch.sqrt(cross_re ** 2 + cross_im ** 2 + 1e-12)
-        gcc = ((cross_re / cross_norm) @ self.gcc_cos
-               - (cross_im / cross_norm) @ self.gcc_sin) / cross_re.shape[-1]
-        return torch.stack([log_mel[..., 0], log_mel[..., 1], ipd_cos, ipd_sin, ild, gcc],
-                           dim=1)
+        batch, frames, n_freq = spec.shape[:3]
+        real = spec[..., 0, :].permute(0, 3, 1, 2)  # [B, 2 (channel), frames, freq]
+        imag = spec[..., 1, :].permute(0, 3, 1, 2)
+        # Both channels through the filterbank as one [2B, frames, freq] batch. (On 4-D
+        # input SpeechBrain's Filterbank treats the last axis as channels; on
+        # multichannel STFT output spectral_magnitude would sum over channels.)
+        power = (real * real + imag * imag).reshape(batch * 2, frames, n_freq)
+        log_mel = self.log_mel(power).view(batch, 2, frames, -1)
+        left_re, left_im, right_re, right_im = real[:, 0], imag[:, 0], real[:, 1], imag[:, 1]
+        cross = torch.stack([left_re * right_re + left_im * right_im,  # L * conj(R)
+                             left_im * right_re - left_re * right_im], dim=1)
+        band = self.band_sum(cross.reshape(batch * 2, frames, n_freq)).view(
+            batch, 2, frames, -1)
+        band_norm = torch.sqrt(band[:, 0] ** 2 + band[:, 1] ** 2 + 1e-12)
+        cross_norm = torch.sqrt(cross[:, 0] ** 2 + cross[:, 1] ** 2 + 1e-12)
+        whitened = (cross / cross_norm[:, None]).permute(0, 2, 1, 3).reshape(
+            batch, frames, 2 * n_freq)
+        return torch.stack([log_mel[:, 0], log_mel[:, 1],
+                            band[:, 0] / band_norm, band[:, 1] / band_norm,
+                            log_mel[:, 0] - log_mel[:, 1],
+                            whitened @ self.gcc_kernel], dim=1)
 
 
 def mid_signal(wavs):

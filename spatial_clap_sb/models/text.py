@@ -9,10 +9,11 @@ the transformer is frozen (``trainable_layers=0``) and only the pooling and the
 projection head (in :class:`~spatial_clap_sb.models.spatial_clap.TextTower`) learn. A
 frozen transformer is deterministic, so its token states are cached per caption
 (captions repeat across epochs), and its weights are not stored in checkpoints: they are loaded from
-``source``. With ``trainable_layers=N`` the top N layers train (give them a lower
+``source``, at the first text (a process that embeds only audio never holds them). With ``trainable_layers=N`` the top N layers train (give them a lower
 learning rate through :meth:`pretrained_parameters`) and are checkpointed.
 """
 import logging
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -83,12 +84,16 @@ def sentence_embeddings(texts, source=OFFLINE_MINILM, batch_size=128):
     return torch.nn.functional.normalize(torch.cat(vectors), dim=-1)
 
 
-def _load_pretrained(source):
-    from transformers import AutoModel, AutoTokenizer
-
+def _load_pretrained(source, weights=True):
+    """The tokenizer and the model of ``source``; with ``weights=False`` a namespace
+    holding only the model's ``config`` (no weights read)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
     path = resolve_text_source(source)
     try:
-        return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if weights:
+            return tokenizer, AutoModel.from_pretrained(path)
+        return tokenizer, SimpleNamespace(config=AutoConfig.from_pretrained(path))
     except OSError as error:
         raise OSError(
             f"Could not load the text encoder {source!r} ({path}). Without a model hub, "
@@ -161,7 +166,10 @@ class TextEncoder(nn.Module):
         super().__init__()
         if adapter_layers:
             raise ValueError(f"adapter_layers must be 0, got {adapter_layers}.")
-        tokenizer, model = _load_pretrained(source)
+        self.frozen = trainable_layers in (0, None)
+        # A frozen transformer is loaded on first use (embedding audio alone never
+        # needs it: about 200 MiB less memory); its size comes from its config.
+        tokenizer, model = _load_pretrained(source, weights=not self.frozen)
         self.source = source
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -169,21 +177,17 @@ class TextEncoder(nn.Module):
         self._uncased = tokenizer.tokenize("Left A") == tokenizer.tokenize("left a")
         self.max_length = max_length
         self.output_dim = model.config.hidden_size
-        self.frozen = trainable_layers in (0, None)
         # Follows the parent's .to(device); the frozen model is hidden from .to().
         self.register_buffer("_device_marker", torch.zeros(0), persistent=False)
-        for p in model.parameters():
-            p.requires_grad = not self.frozen
         if self.frozen:
-            model.eval()
-            self._frozen_model = [model]  # a list hides it from state_dict and .to()
+            self._frozen_model = []  # a list hides it from state_dict and .to()
             self._cache = {}
             self.cache_size = cache_size
         else:
             self.transformer = model
+            for p in model.parameters():
+                p.requires_grad = trainable_layers == "all"
             if trainable_layers != "all":
-                for p in model.parameters():
-                    p.requires_grad = False
                 for layer in _transformer_layers(model)[-int(trainable_layers):]:
                     for p in layer.parameters():
                         p.requires_grad = True
@@ -217,7 +221,7 @@ class TextEncoder(nn.Module):
         missing = sorted(set(keys.values()) - set(found))
         if len(self._cache) + len(missing) > self.cache_size:
             self._cache.clear()
-        model = self._frozen_model[0].to(device) if missing else None
+        model = self.frozen_model().to(device) if missing else None
         # Texts of similar length share a forward pass: little padding to compute.
         by_length = sorted(missing, key=lambda key: (len(key.split()), key))
         for start in range(0, len(by_length), self.batch_size):
@@ -269,6 +273,17 @@ class TextEncoder(nn.Module):
     def train(self, mode=True):
         """Keeps a frozen transformer in eval mode (no dropout) whatever the parent says."""
         super().train(mode)
-        if self.frozen:
+        if self.frozen and self._frozen_model:
             self._frozen_model[0].eval()
         return self
+
+    def frozen_model(self):
+        """The frozen transformer, loaded from ``source`` on first use (eval mode, no
+        gradients)."""
+        if not self._frozen_model:
+            _, model = _load_pretrained(self.source)
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad = False
+            self._frozen_model.append(model)
+        return self._frozen_model[0]
