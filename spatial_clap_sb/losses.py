@@ -409,12 +409,6 @@ def pad_negatives(embedded, counts, like):
     negative_emb[rows, columns] = embedded.to(like.dtype)
     mask[rows, columns] = True
     return negative_emb, mask
-    rows = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-    columns = torch.cat([torch.arange(count) for count in counts])
-    rows, columns = rows.to(like.device), columns.to(like.device)
-    negative_emb[rows, columns] = encode(flat).to(like.dtype)
-    mask[rows, columns] = True
-    return negative_emb, mask
 
 
 def prompt_classification_loss(

@@ -15,8 +15,8 @@ up with their weights and logs every one, in training and in validation::
 
 ``clap`` is always on; any other term is on when its weight is above 0. Every text a
 step needs (captions, negatives, paraphrases, prompts) goes through the text tower in
-one call (:class:`StepTexts`). The weights are
-constructor arguments, so the recipe builds the objective in its YAML
+one call (:class:`StepTexts`). The weights are constructor arguments, so the recipe
+builds the objective in its YAML
 (``objective: !new:spatial_clap_sb.objective.SpatialCLAPObjective``) and a misspelled
 weight is an error, not a term silently off.
 

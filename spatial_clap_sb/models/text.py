@@ -8,8 +8,9 @@ Pretrained layers degrade when trained at a from-scratch learning rate, so by de
 the transformer is frozen (``trainable_layers=0``) and only the pooling and the
 projection head (in :class:`~spatial_clap_sb.models.spatial_clap.TextTower`) learn. A
 frozen transformer is deterministic, so its token states are cached per caption
-(captions repeat across epochs), and its weights are not stored in checkpoints: they are loaded from
-``source``, at the first text (a process that embeds only audio never holds them). With ``trainable_layers=N`` the top N layers train (give them a lower
+(captions repeat across epochs), and its weights are not stored in checkpoints: they
+are loaded from ``source``, at the first text (a process that embeds only audio never
+holds them). With ``trainable_layers=N`` the top N layers train (give them a lower
 learning rate through :meth:`pretrained_parameters`) and are checkpointed.
 """
 import logging
