@@ -14,7 +14,6 @@ holds them). With ``trainable_layers=N`` the top N layers train (give them a low
 learning rate through :meth:`pretrained_parameters`) and are checkpointed.
 """
 import logging
-from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -85,16 +84,17 @@ def sentence_embeddings(texts, source=OFFLINE_MINILM, batch_size=128):
     return torch.nn.functional.normalize(torch.cat(vectors), dim=-1)
 
 
-def _load_pretrained(source, weights=True):
-    """The tokenizer and the model of ``source``; with ``weights=False`` a namespace
-    holding only the model's ``config`` (no weights read)."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+def _load_pretrained(source):
+    """The tokenizer and the model of ``source``."""
+    from transformers import AutoModel, AutoTokenizer
+    return _from_pretrained(AutoTokenizer, source), _from_pretrained(AutoModel, source)
+
+
+def _from_pretrained(auto_class, source):
+    """``auto_class.from_pretrained`` of ``source``, with an error that names the fix."""
     path = resolve_text_source(source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        if weights:
-            return tokenizer, AutoModel.from_pretrained(path)
-        return tokenizer, SimpleNamespace(config=AutoConfig.from_pretrained(path))
+        return auto_class.from_pretrained(path)
     except OSError as error:
         raise OSError(
             f"Could not load the text encoder {source!r} ({path}). Without a model hub, "
@@ -170,14 +170,17 @@ class TextEncoder(nn.Module):
         self.frozen = trainable_layers in (0, None)
         # A frozen transformer is loaded on first use (embedding audio alone never
         # needs it: about 200 MiB less memory); its size comes from its config.
-        tokenizer, model = _load_pretrained(source, weights=not self.frozen)
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        tokenizer = _from_pretrained(AutoTokenizer, source)
+        model = None if self.frozen else _from_pretrained(AutoModel, source)
+        config = _from_pretrained(AutoConfig, source) if self.frozen else model.config
         self.source = source
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         # An uncased tokenizer reads "A dog" as "a dog": one cache entry for both.
         self._uncased = tokenizer.tokenize("Left A") == tokenizer.tokenize("left a")
         self.max_length = max_length
-        self.output_dim = model.config.hidden_size
+        self.output_dim = config.hidden_size
         # Follows the parent's .to(device); the frozen model is hidden from .to().
         self.register_buffer("_device_marker", torch.zeros(0), persistent=False)
         if self.frozen:
@@ -282,7 +285,8 @@ class TextEncoder(nn.Module):
         """The frozen transformer, loaded from ``source`` on first use (eval mode, no
         gradients)."""
         if not self._frozen_model:
-            _, model = _load_pretrained(self.source)
+            from transformers import AutoModel
+            model = _from_pretrained(AutoModel, self.source)
             model.eval()
             for p in model.parameters():
                 p.requires_grad = False
