@@ -15,7 +15,9 @@ from spatial_clap_sb.data.audio_io import (
     load_mono,
     load_stereo,
     read_audio,
+    read_float32,
     resample,
+    read_stereo_span,
     write_audio,
 )
 from spatial_clap_sb.data.sources import (
@@ -406,3 +408,26 @@ def test_resample_matches_scipy_resample_poly(orig_sr, target_sr, n_samples):
         result = resample(data, orig_sr, target_sr)
         assert result.shape == expected.shape and result.dtype == np.float32
         assert np.abs(result - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_U8"), ("WAV", "PCM_16"),
+                                          ("WAV", "PCM_24"), ("WAV", "PCM_32"),
+                                          ("WAV", "FLOAT"), ("FLAC", "PCM_S8"),
+                                          ("FLAC", "PCM_16"), ("FLAC", "PCM_24")])
+def test_reads_equal_libsndfile_float_reads_to_the_bit(tmp_path, fmt, subtype):
+    """Integer PCM is read as integers and scaled by the package: every sample equals
+    libsndfile's own float conversion, whole files and spans alike."""
+    path = str(tmp_path / f"a.{fmt.lower()}")
+    noise = np.random.default_rng(0).uniform(-1, 1, (44100, 2))
+    noise[:4] = [[-1.0, 1.0], [0.0, -0.0], [2 ** -15, -(2 ** -23)], [0.999, -0.999]]
+    sf.write(path, noise, 44100, format=fmt, subtype=subtype)
+    expected, _ = sf.read(path, dtype="float32", always_2d=True)
+    with sf.SoundFile(path) as f:
+        whole = read_float32(f)
+        f.seek(1000)
+        span = read_float32(f, 5000)
+    assert whole.dtype == np.float32 and np.array_equal(whole, expected)
+    assert np.array_equal(span, expected[1000:6000])
+    assert np.array_equal(read_audio(path, 44100)[0], expected)
+    assert np.allclose(read_stereo_span(path, 16000, 3000, 9000),
+                       resample(expected, 44100, 16000)[3000:9000], atol=1e-6)

@@ -25,6 +25,7 @@ __all__ = [
     "AudioReadError",
     "ChannelCountError",
     "read_audio",
+    "read_float32",
     "load_mono",
     "load_stereo",
     "stereo_length",
@@ -35,6 +36,19 @@ __all__ = [
 # The resampler's convolution computes at least this many output samples per block (a
 # rate pair with fewer phases per period, such as 48 to 16 kHz with one, groups periods).
 MIN_PHASES = 16
+
+# File subtypes that read_float32 reads as integers and scales to [-1, 1), with the
+# integer type and the scale libsndfile's own float conversion uses (the results are
+# equal to the bit): its per-sample conversion loop takes about ten times as long as
+# reading the integers and scaling them with NumPy (2.5 against 0.2 ms for 10 s of
+# 44.1 kHz stereo wav).
+INTEGER_SUBTYPES = {
+    "PCM_S8": (np.int16, 2.0 ** -15),
+    "PCM_U8": (np.int16, 2.0 ** -15),
+    "PCM_16": (np.int16, 2.0 ** -15),
+    "PCM_24": (np.int32, 2.0 ** -31),
+    "PCM_32": (np.int32, 2.0 ** -31),
+}
 
 
 class AudioReadError(ValueError):
@@ -201,7 +215,8 @@ def read_audio(path, sample_rate, context=""):
         what = "is a folder, not an audio file" if os.path.isdir(path) else "not found"
         raise FileNotFoundError(_with_context(f"Audio file {what}: {path}", context))
     try:
-        data, original_sr = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            data, original_sr, subtype = read_float32(f), f.samplerate, f.subtype
     except Exception as err:  # soundfile raises several types (LibsndfileError, TypeError)
         raise AudioReadError(
             _with_context(
@@ -212,13 +227,15 @@ def read_audio(path, sample_rate, context=""):
         raise AudioReadError(
             _with_context(f"Audio file {path} is empty (it holds no samples)", context)
         )
-    if not np.isfinite(data).any():
-        raise AudioReadError(
-            _with_context(
-                f"Audio file {path} holds no finite sample (all NaN or inf)", context
+    if subtype not in INTEGER_SUBTYPES:  # integer samples are finite
+        if not np.isfinite(data).any():
+            raise AudioReadError(
+                _with_context(
+                    f"Audio file {path} holds no finite sample (all NaN or inf)", context
+                )
             )
-        )
-    data = resample(_finite(data, path, context), original_sr, sample_rate)
+        data = _finite(data, path, context)
+    data = resample(data, original_sr, sample_rate)
     return np.ascontiguousarray(data, dtype=np.float32), int(original_sr)
 
 
@@ -382,13 +399,49 @@ def read_stereo_span(path, sample_rate, start, stop, allow_mono=False, context="
     last = min(info.frames, -(-(stop * down // up + margin + 1) // down) * down)
     with sf.SoundFile(path) as f:
         f.seek(first)
-        data = f.read(last - first, dtype="float32", always_2d=True)
-    data = _finite(data, path, context)
+        data = read_float32(f, last - first)
+        if f.subtype not in INTEGER_SUBTYPES:  # integer samples are finite
+            data = _finite(data, path, context)
     if data.shape[1] == 1:
         data = np.repeat(data, 2, axis=1)
     data = resample(data, info.samplerate, sample_rate)
     offset = first * up // down  # where ``data`` starts at ``sample_rate``
     return np.ascontiguousarray(data[start - offset: stop - offset])
+
+
+def read_float32(sound_file, frames=-1):
+    """Reads frames of an open :class:`soundfile.SoundFile` as ``float32`` (full scale 1).
+
+    Integer PCM (the subtypes in ``INTEGER_SUBTYPES``) is read as integers and scaled
+    with NumPy: the same values as ``sound_file.read(dtype="float32")``, in a tenth of
+    the time. Other subtypes (float, compressed, ...) are read by libsndfile as floats.
+
+    Arguments
+    ---------
+    sound_file : soundfile.SoundFile
+        A file open for reading, at the frame to start from.
+    frames : int
+        Frames to read; ``-1`` reads to the end of the file.
+
+    Returns
+    -------
+    np.ndarray
+        ``float32`` ``[frames, channels]``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> tmp = os.path.join(tempfile.mkdtemp(), "r.wav")
+    >>> write_audio(tmp, np.array([[0.5, -0.25], [0.0, 1.0]]), 16000)
+    >>> with sf.SoundFile(tmp) as f:
+    ...     read_float32(f).tolist()
+    [[0.5, -0.25], [0.0, 0.999969482421875]]
+    """
+    integer_type, scale = INTEGER_SUBTYPES.get(sound_file.subtype, (None, None))
+    if integer_type is None:
+        return sound_file.read(frames, dtype="float32", always_2d=True)
+    samples = sound_file.read(frames, dtype=integer_type, always_2d=True)
+    return np.multiply(samples, np.float32(scale), dtype=np.float32)
 
 
 def _stereo_info(path, allow_mono, context):
