@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
+from spatial_clap_sb.data.audio_io import read_float32
 from spatial_clap_sb.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ def audio_problem(path, sample_rate, stereo=False, min_seconds=0.1):
         return "file not found"
     try:
         info = sf.info(path)
-        data, _ = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as f:
+            data = read_float32(f)
     except Exception as err:  # soundfile raises several types (LibsndfileError, ...)
         return f"not a readable audio file (soundfile: {err})"
     truncated = _wav_truncation(path, info)
