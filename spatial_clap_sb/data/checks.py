@@ -93,9 +93,8 @@ def audio_problem(path, sample_rate, stereo=False, min_seconds=0.1):
     if not os.path.isfile(path):
         return "file not found"
     try:
-        info = sf.info(path)
-        with sf.SoundFile(path) as f:
-            data = read_float32(f)
+        with sf.SoundFile(path) as info:  # its header fields outlive the close
+            data = read_float32(info)
     except Exception as err:  # soundfile raises several types (LibsndfileError, ...)
         return f"not a readable audio file (soundfile: {err})"
     truncated = _wav_truncation(path, info)
